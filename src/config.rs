@@ -1,0 +1,247 @@
+//! Server configuration: WCS's `flashphoner.properties` (Java properties syntax) with
+//! WCS key names where WCS has them, embedded defaults for every key, and command-line
+//! overrides on top (`--set key=value`, or the dedicated flags in `main`).
+//!
+//! Parsing is pure: `Config::from_properties` takes text, returns the config plus the
+//! unknown keys (a real WCS file has hundreds) so the caller can warn once.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every key hopcast reads, with its default and meaning. README's table mirrors this.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("ws.port", "8080", "WebSocket signaling (ws://)"),
+    ("wss.port", "8443", "WebSocket signaling over TLS (wss://)"),
+    ("http.port", "8081", "REST API and web pages (http://)"),
+    ("https.port", "8444", "REST API and web pages over TLS (https://)"),
+    ("media_port_from", "31000", "first UDP port tried for the media socket (all peers share one port)"),
+    ("media_port_to", "32000", "last UDP port tried for the media socket"),
+    ("ip", "", "IP advertised in ICE candidates; empty: the host's outbound IP plus 127.0.0.1"),
+    ("ip_local", "", "IP the media socket binds to; empty: the same as `ip`"),
+    ("tls.cert", "", "PEM certificate chain for wss/https; empty: a self-signed one made at start"),
+    ("tls.key", "", "PEM private key for tls.cert"),
+    ("wcs_agent_ssl", "false", "relay agents connect to remote servers with wss:// instead of ws://"),
+    ("wcs_agent_ssl_ca_file", "", "PEM CA bundle trusted by relay agents over wss://; empty: system roots"),
+    ("keep_alive.enabled", "true", "server pings each WebSocket session"),
+    ("keep_alive.server_interval", "5000", "milliseconds between server pings"),
+    ("keep_alive.probes", "10", "unanswered intervals before a session is dropped"),
+    ("ws.max_message_size", "1048576", "largest accepted signaling frame, bytes"),
+    ("relay.reconnect_max_ms", "10000", "longest pause between relay reconnect attempts"),
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub ws_port: u16,
+    pub wss_port: u16,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub media_port_from: u16,
+    pub media_port_to: u16,
+    /// Advertised IPs; empty means "detect".
+    pub ip: Option<IpAddr>,
+    pub ip_local: Option<IpAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub agent_ssl: bool,
+    pub agent_ssl_ca_file: Option<PathBuf>,
+    pub keep_alive: Option<KeepAlive>,
+    pub max_message_size: usize,
+    pub relay_reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub probes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configuration key '{}': bad value '{}' ({} expected)", self.key, self.value, self.expected)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_map(&BTreeMap::new()).expect("embedded defaults are valid")
+    }
+}
+
+/// Parse Java properties text: `key=value`, `key: value` or `key value`; `#` and `!`
+/// comments; a trailing backslash continues a line. Later keys win.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut logical = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        let continued = line.ends_with('\\') && !line.ends_with("\\\\");
+        logical.push_str(if continued { &line[..line.len() - 1] } else { line });
+        if continued {
+            continue;
+        }
+        let entry = std::mem::take(&mut logical);
+        let split = entry.find(['=', ':', ' ', '\t']).unwrap_or(entry.len());
+        let key = entry[..split].trim().to_string();
+        let mut value = entry[split..].trim_start();
+        if let Some(rest) = value.strip_prefix(['=', ':']) {
+            value = rest.trim_start();
+        }
+        if !key.is_empty() {
+            out.insert(key, value.trim_end().to_string());
+        }
+    }
+    out
+}
+
+impl Config {
+    /// Config from properties text; returns the config and the keys it does not know.
+    pub fn from_properties(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        let map = parse_properties(text);
+        let unknown = map.keys().filter(|k| !KEYS.iter().any(|(known, _, _)| known == k)).cloned().collect();
+        Ok((Self::from_map(&map)?, unknown))
+    }
+
+    /// Build from key/value pairs; missing keys take their embedded default.
+    pub fn from_map(map: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |key: &str| -> String {
+            map.get(key).cloned().unwrap_or_else(|| {
+                KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, d, _)| d.to_string()).unwrap_or_default()
+            })
+        };
+        let bad = |key: &str, expected: &'static str| ConfigError { key: key.into(), value: get(key), expected };
+        let port = |key: &str| get(key).trim().parse::<u16>().map_err(|_| bad(key, "a port number 0-65535"));
+        let ip = |key: &str| -> Result<Option<IpAddr>, ConfigError> {
+            let v = get(key);
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            v.trim().parse().map(Some).map_err(|_| bad(key, "an IP address"))
+        };
+        let boolean = |key: &str| match get(key).trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(bad(key, "true or false")),
+        };
+        let number = |key: &str| get(key).trim().parse::<u64>().map_err(|_| bad(key, "a whole number"));
+        let path = |key: &str| Some(get(key)).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+
+        let media_port_from = port("media_port_from")?;
+        let media_port_to = port("media_port_to")?;
+        if media_port_to < media_port_from {
+            return Err(bad("media_port_to", "a port not below media_port_from"));
+        }
+        let interval = number("keep_alive.server_interval")?;
+        if interval == 0 {
+            return Err(bad("keep_alive.server_interval", "a positive number of milliseconds"));
+        }
+        let probes = number("keep_alive.probes")?;
+        let keep_alive = boolean("keep_alive.enabled")?
+            .then(|| KeepAlive { interval: Duration::from_millis(interval), probes: probes.max(1) as u32 });
+        let tls_cert = path("tls.cert");
+        let tls_key = path("tls.key");
+        if tls_cert.is_some() != tls_key.is_some() {
+            return Err(bad(if tls_cert.is_some() { "tls.key" } else { "tls.cert" }, "tls.cert and tls.key set together"));
+        }
+        let max_message_size = number("ws.max_message_size")? as usize;
+        if max_message_size < 1024 {
+            return Err(bad("ws.max_message_size", "at least 1024 bytes"));
+        }
+        Ok(Config {
+            ws_port: port("ws.port")?,
+            wss_port: port("wss.port")?,
+            http_port: port("http.port")?,
+            https_port: port("https.port")?,
+            media_port_from,
+            media_port_to,
+            ip: ip("ip")?,
+            ip_local: ip("ip_local")?,
+            tls_cert,
+            tls_key,
+            agent_ssl: boolean("wcs_agent_ssl")?,
+            agent_ssl_ca_file: path("wcs_agent_ssl_ca_file"),
+            keep_alive,
+            max_message_size,
+            relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
+        })
+    }
+
+    /// The media socket's (bind, advertised) address pairs, without ports.
+    /// Explicit `ip`/`ip_local` give one pair; otherwise the host's outbound IP (if it
+    /// has one) and loopback, so both remote and local browsers can connect.
+    pub fn media_ips(&self) -> Vec<(IpAddr, IpAddr)> {
+        match (self.ip, self.ip_local) {
+            (Some(ip), local) => vec![(local.unwrap_or(ip), ip)],
+            (None, Some(local)) => vec![(local, local)],
+            (None, None) => {
+                let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+                let mut ips = vec![(loopback, loopback)];
+                if let Some(outbound) = outbound_ip().filter(|ip| !ip.is_loopback()) {
+                    ips.insert(0, (outbound, outbound));
+                }
+                ips
+            }
+        }
+    }
+}
+
+/// The source address the kernel picks toward a public address. A UDP `connect`
+/// sends nothing; it only asks the routing table.
+fn outbound_ip() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    socket.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_wcs_ports() {
+        let c = Config::default();
+        assert_eq!((c.ws_port, c.wss_port, c.http_port, c.https_port), (8080, 8443, 8081, 8444));
+        assert!(!c.agent_ssl);
+        assert_eq!(c.keep_alive.unwrap().interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn parses_java_properties_syntax() {
+        let text = "# comment\n! also comment\nws.port = 9080\nhttp.port:9081\nwcs_agent_ssl true\n\
+                    ip=10.0.0.\\\n  5\nrtmp_port=1935\n";
+        let (c, unknown) = Config::from_properties(text).unwrap();
+        assert_eq!((c.ws_port, c.http_port), (9080, 9081));
+        assert!(c.agent_ssl);
+        assert_eq!(c.ip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(unknown, vec!["rtmp_port".to_string()]);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let e = Config::from_properties("wss.port=eighty").unwrap_err();
+        assert_eq!(e.key, "wss.port");
+        assert!(e.to_string().contains("wss.port") && e.to_string().contains("eighty"));
+        assert_eq!(Config::from_properties("wcs_agent_ssl=maybe").unwrap_err().key, "wcs_agent_ssl");
+        assert_eq!(Config::from_properties("ip=not-an-ip").unwrap_err().key, "ip");
+        assert_eq!(Config::from_properties("tls.cert=/x.pem").unwrap_err().key, "tls.key");
+    }
+
+    #[test]
+    fn explicit_ip_gives_one_media_address() {
+        let (c, _) = Config::from_properties("ip=203.0.113.7\nip_local=10.1.1.1").unwrap();
+        assert_eq!(c.media_ips(), vec![("10.1.1.1".parse().unwrap(), "203.0.113.7".parse().unwrap())]);
+        assert!(Config::default().media_ips().iter().any(|(_, adv)| adv.is_loopback()));
+    }
+}

@@ -1,0 +1,192 @@
+//! The server's shared state and its use cases: publish, play, stop, terminate,
+//! disconnect. Each locks the [`Registry`] briefly (never across an await), and applies
+//! the registry's [`Effect`]s to the media engine. Signaling, REST and relay agents all
+//! go through here, so a stream behaves the same whoever drives it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::media::{MediaError, MediaEvent, MediaHandle, Role};
+use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus, TrackState};
+use crate::registry::{Effect, Outbound, Registry, StreamFilter};
+
+pub struct Hub {
+    registry: Mutex<Registry>,
+    pub media: MediaHandle,
+}
+
+impl Hub {
+    pub fn new(media: MediaHandle) -> Arc<Self> {
+        Arc::new(Hub { registry: Mutex::new(Registry::default()), media })
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock must not take the whole server down with it.
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn apply(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::RemovePeer { peer, close } => self.media.remove_peer(peer, close),
+                Effect::RemoveStream { key } => self.media.remove_stream(key),
+            }
+        }
+    }
+
+    /// A new signaling connection: returns its session id and outbox.
+    pub fn open_session(&self, remote: String) -> (String, mpsc::UnboundedReceiver<Outbound>) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.registry().add_session(id.clone(), remote, tx);
+        (id, rx)
+    }
+
+    /// `connection`: echo the client's data with our session id and token (`getUserData`).
+    pub fn establish(&self, session: &str, mut data: Map<String, Value>) {
+        data.insert("sessionId".into(), session.into());
+        if !data.get("authToken").is_some_and(|t| t.as_str().is_some_and(|t| !t.is_empty())) {
+            data.insert("authToken".into(), session.into());
+        }
+        let mut registry = self.registry();
+        registry.establish(session, data.clone());
+        registry.send(session, ServerMessage::GetUserData(data));
+    }
+
+    /// The connection is gone: end everything the session owned.
+    pub fn close_session(&self, session: &str) {
+        let effects = self.registry().remove_session(session);
+        self.apply(effects);
+    }
+
+    fn refuse(&self, session: &str, req: &StreamRequest, published: bool, why: &str) {
+        let info = StreamInfo {
+            media_session_id: req.media_session_id.clone(),
+            name: req.name.clone(),
+            published,
+            status: StreamStatus::Failed,
+            info: Some(why.to_string()),
+            has_audio: req.has_audio,
+            has_video: req.has_video,
+            audio_state: TrackState::default(),
+            video_state: TrackState::default(),
+            record: false,
+            session_id: session.to_string(),
+        };
+        self.registry().send(session, ServerMessage::StreamStatus(info));
+    }
+
+    /// `publishStream`: register the name, answer the offer, send `setRemoteSDP`.
+    pub async fn publish(&self, session: &str, req: StreamRequest) {
+        let (peer, key) = (self.media.next_id(), self.media.next_id());
+        let registered = self.registry().begin_publish(session, &req, peer, key);
+        if let Err(why) = registered {
+            return self.refuse(session, &req, true, why);
+        }
+        tracing::info!(session, stream = %req.name, media_session = %req.media_session_id, "publish");
+        let answer = self.media.answer(peer, Role::Producer(key), req.sdp.clone()).await;
+        self.finish_negotiation(session, &req.media_session_id, answer);
+    }
+
+    /// `playStream`: find the published name, answer the offer, send `setRemoteSDP`.
+    pub async fn play(&self, session: &str, req: StreamRequest) {
+        let peer = self.media.next_id();
+        let registered = self.registry().begin_play(session, &req, peer);
+        let key = match registered {
+            Ok(key) => key,
+            Err(why) => return self.refuse(session, &req, false, why),
+        };
+        tracing::info!(session, stream = %req.name, media_session = %req.media_session_id, "play");
+        let answer = self.media.answer(peer, Role::Consumer(key), req.sdp.clone()).await;
+        self.finish_negotiation(session, &req.media_session_id, answer);
+    }
+
+    fn finish_negotiation(&self, session: &str, media_session_id: &str, answer: Result<String, MediaError>) {
+        let mut registry = self.registry();
+        let Some(stream) = registry.stream(media_session_id) else {
+            // Stopped while we negotiated: the registry already removed the peer.
+            return;
+        };
+        match answer {
+            Ok(sdp) => {
+                let media_session_id = media_session_id.to_string();
+                registry.send(session, ServerMessage::SetRemoteSdp { media_session_id, sdp });
+            }
+            Err(e) => {
+                tracing::info!(session, stream = %stream.info.name, error = %e, "negotiation failed");
+                let why = match e {
+                    MediaError::NoCommonCodecs => reason::NO_COMMON_CODECS.to_string(),
+                    MediaError::StreamNotFound => reason::STREAM_NOT_FOUND.to_string(),
+                    other => other.to_string(),
+                };
+                let effects = registry.end(media_session_id, StreamStatus::Failed, Some(&why), false);
+                drop(registry);
+                self.apply(effects);
+            }
+        }
+    }
+
+    /// `unPublishStream` / `stopStream` from the stream's own session.
+    pub fn stop(&self, session: &str, media_session_id: &str) {
+        let mut registry = self.registry();
+        let Some(stream) = registry.stream(media_session_id).filter(|s| s.info.session_id == session) else {
+            registry.send(session, ServerMessage::Fail(crate::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
+            return;
+        };
+        let status = if stream.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
+        let effects = registry.end(media_session_id, status, Some(reason::USER_STOP), true);
+        drop(registry);
+        self.apply(effects);
+    }
+
+    /// REST `/stream/terminate`.
+    pub fn terminate_stream(&self, media_session_id: &str) -> bool {
+        let mut registry = self.registry();
+        let Some(stream) = registry.stream(media_session_id) else { return false };
+        let status = if stream.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
+        let effects = registry.end(media_session_id, status, Some(reason::REST_TERMINATE), true);
+        drop(registry);
+        self.apply(effects);
+        true
+    }
+
+    /// REST `/connection/terminate`: the connection task closes and cleans up.
+    pub fn terminate_session(&self, session: &str) -> bool {
+        self.registry().close_session_connection(session, "terminated by REST")
+    }
+
+    pub fn find_streams(&self, filter: &StreamFilter) -> Vec<StreamInfo> {
+        self.registry().find(filter)
+    }
+
+    /// What the media engine reports, turned into stream statuses.
+    pub fn on_media_event(&self, event: MediaEvent) {
+        let mut registry = self.registry();
+        let effects = match event {
+            MediaEvent::Connected { peer } => {
+                registry.connected(peer);
+                Vec::new()
+            }
+            MediaEvent::Failed { peer, reason } => match registry.stream_of_peer(peer) {
+                Some(s) => {
+                    let id = s.info.media_session_id.clone();
+                    registry.end(&id, StreamStatus::Failed, Some(reason), false)
+                }
+                None => Vec::new(),
+            },
+            MediaEvent::Closed { peer } => match registry.stream_of_peer(peer) {
+                Some(s) => {
+                    let id = s.info.media_session_id.clone();
+                    let status = if s.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
+                    registry.end(&id, status, Some(reason::USER_STOP), false)
+                }
+                None => Vec::new(),
+            },
+            MediaEvent::KeyframeRequested { .. } => Vec::new(),
+        };
+        drop(registry);
+        self.apply(effects);
+    }
+}

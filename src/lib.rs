@@ -1,0 +1,20 @@
+//! hopcast: a WebRTC media server, wire-compatible with the streaming core of
+//! Flashphoner Web Call Server (WCS).
+//!
+//! Data flows like this: a browser (or a relay agent) speaks the WCS signaling protocol
+//! ([`protocol`]) over WebSocket to [`signaling`], which keeps sessions and streams in
+//! [`registry`] and asks [`media`] for WebRTC peers. [`media`] runs one thread that owns
+//! the UDP socket and forwards RTP from each stream's producer to its consumers. The
+//! REST API ([`rest`]) reads and changes the registry. [`client`] is the other side of
+//! the same protocol, used by relay agents, tests and the load generator.
+
+pub mod client;
+pub mod config;
+pub mod hub;
+pub mod media;
+pub mod protocol;
+pub mod registry;
+pub mod rest;
+pub mod server;
+pub mod signaling;
+pub mod tls;

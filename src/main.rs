@@ -1,0 +1,127 @@
+//! `hopcast`: run the media server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hopcast::config::{parse_properties, Config, KEYS};
+
+/// WebRTC media server, wire-compatible with Flashphoner WCS streaming.
+///
+/// Settings come from flashphoner.properties (WCS key names); flags override the file;
+/// with no file the embedded defaults apply. See README.md for every key.
+#[derive(Parser)]
+#[command(version, after_help = keys_help())]
+struct Args {
+    /// flashphoner.properties to read [default: ./flashphoner.properties if it exists]
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// WebSocket signaling port (ws.port; 0 picks a free one)
+    #[arg(long)]
+    ws_port: Option<u16>,
+    /// Secure WebSocket port (wss.port)
+    #[arg(long)]
+    wss_port: Option<u16>,
+    /// REST/HTTP port (http.port)
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// REST/HTTPS port (https.port)
+    #[arg(long)]
+    https_port: Option<u16>,
+    /// The one UDP media port (sets media_port_from and media_port_to)
+    #[arg(long)]
+    media_port: Option<u16>,
+    /// IP advertised to WebRTC peers (ip)
+    #[arg(long)]
+    ip: Option<String>,
+    /// Any configuration key, as KEY=VALUE (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn keys_help() -> String {
+    let mut s = String::from("Configuration keys (file or --set), with defaults:\n");
+    for (key, default, what) in KEYS {
+        s.push_str(&format!("  {key}={default}\n      {what}\n"));
+    }
+    s
+}
+
+fn settings(args: &Args) -> Result<BTreeMap<String, String>, String> {
+    let path = args.config.clone().or_else(|| Some(PathBuf::from("flashphoner.properties")).filter(|p| p.exists()));
+    let mut map = BTreeMap::new();
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), "configuration");
+        map = parse_properties(&text);
+    }
+    let flags = [
+        ("ws.port", args.ws_port.map(|p| p.to_string())),
+        ("wss.port", args.wss_port.map(|p| p.to_string())),
+        ("http.port", args.http_port.map(|p| p.to_string())),
+        ("https.port", args.https_port.map(|p| p.to_string())),
+        ("media_port_from", args.media_port.map(|p| p.to_string())),
+        ("media_port_to", args.media_port.map(|p| p.to_string())),
+        ("ip", args.ip.clone()),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            map.insert(key.to_string(), value);
+        }
+    }
+    for kv in &args.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set expects KEY=VALUE, got '{kv}'"))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(map)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = settings(&args).and_then(|map| {
+        let unknown: Vec<&String> = map.keys().filter(|k| !KEYS.iter().any(|(known, _, _)| known == k)).collect();
+        if !unknown.is_empty() {
+            tracing::warn!(keys = ?unknown, "ignoring configuration keys hopcast does not use");
+        }
+        Config::from_map(&map).map_err(|e| e.to_string())
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hopcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        match hopcast::server::start(config).await {
+            Ok(server) => {
+                println!("{}", server.ready_line());
+                tracing::info!(
+                    ws = %server.ws, wss = %server.wss, http = %server.http, https = %server.https,
+                    media = ?server.media, "hopcast started"
+                );
+                shutdown_signal().await;
+                tracing::info!("stopping");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hopcast: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,276 @@
+//! The I/O shell around [`Router`]: one thread that owns the UDP sockets, feeds the
+//! router datagrams and time, sends what it produces, and takes commands from the rest
+//! of the server through a channel ([`MediaHandle`]).
+//!
+//! All server-side peers share one UDP port (one socket per advertised IP). Client-side
+//! peers (offers) get an ephemeral socket each, see `router`'s module comment.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use str0m::media::KeyframeRequestKind;
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::router::{MediaError, MediaEvent, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey};
+
+/// How long a new peer may take to complete ICE and DTLS.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const SOCKET_BUFFER: usize = 4 << 20;
+
+enum Command {
+    Answer { peer: PeerId, role: Role, offer: String, reply: oneshot::Sender<Result<String, MediaError>> },
+    Offer { peer: PeerId, role: Role, reply: oneshot::Sender<Result<String, MediaError>> },
+    ApplyAnswer { peer: PeerId, answer: String, reply: oneshot::Sender<Result<(), MediaError>> },
+    RemovePeer { peer: PeerId, close: bool },
+    AddSource { key: StreamKey },
+    RemoveStream { key: StreamKey },
+    Inject { key: StreamKey, packet: SourcePacket },
+    Tap { key: StreamKey, tap: mpsc::UnboundedSender<SourcePacket> },
+    RequestKeyframe { key: StreamKey },
+    Stats { reply: oneshot::Sender<RouterStats> },
+}
+
+/// Cheap, cloneable access to the media engine thread.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    ids: Arc<AtomicU64>,
+    shared_addrs: Arc<Vec<SocketAddr>>,
+}
+
+fn gone<T>(_: T) -> MediaError {
+    MediaError::Webrtc("media engine stopped".into())
+}
+
+impl MediaHandle {
+    /// A fresh id for a peer or a stream (one counter: ids never collide).
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Advertised addresses of the shared media socket(s).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.shared_addrs
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MediaError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(gone)?;
+        rx.await.map_err(gone)
+    }
+
+    pub async fn answer(&self, peer: PeerId, role: Role, offer: String) -> Result<String, MediaError> {
+        self.call(|reply| Command::Answer { peer, role, offer, reply }).await?
+    }
+
+    pub async fn offer(&self, peer: PeerId, role: Role) -> Result<String, MediaError> {
+        self.call(|reply| Command::Offer { peer, role, reply }).await?
+    }
+
+    pub async fn apply_answer(&self, peer: PeerId, answer: String) -> Result<(), MediaError> {
+        self.call(|reply| Command::ApplyAnswer { peer, answer, reply }).await?
+    }
+
+    pub async fn stats(&self) -> Result<RouterStats, MediaError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    fn send(&self, command: Command) {
+        // Fails only when the engine has stopped, and then there is nothing left to do.
+        let _ = self.commands.send(command);
+    }
+
+    pub fn remove_peer(&self, peer: PeerId, close: bool) {
+        self.send(Command::RemovePeer { peer, close });
+    }
+    pub fn add_source(&self, key: StreamKey) {
+        self.send(Command::AddSource { key });
+    }
+    pub fn remove_stream(&self, key: StreamKey) {
+        self.send(Command::RemoveStream { key });
+    }
+    pub fn inject(&self, key: StreamKey, packet: SourcePacket) {
+        self.send(Command::Inject { key, packet });
+    }
+    pub fn tap(&self, key: StreamKey) -> mpsc::UnboundedReceiver<SourcePacket> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.send(Command::Tap { key, tap: tx });
+        rx
+    }
+    pub fn request_keyframe(&self, key: StreamKey) {
+        self.send(Command::RequestKeyframe { key });
+    }
+}
+
+/// Bind the shared media socket on every `(bind, advertised)` IP pair, on the first
+/// port of `ports` free on all of them, and start the engine thread. Media events
+/// arrive on the returned receiver.
+pub fn start(
+    ips: &[(IpAddr, IpAddr)],
+    ports: std::ops::RangeInclusive<u16>,
+) -> io::Result<(MediaHandle, mpsc::UnboundedReceiver<MediaEvent>)> {
+    let sockets = bind_shared(ips, ports)?;
+    let shared_addrs: Vec<SocketAddr> = sockets.iter().map(|(adv, _)| *adv).collect();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let client_ip = shared_addrs[0].ip();
+    let addrs = shared_addrs.clone();
+    std::thread::Builder::new().name("hopcast-media".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("media runtime");
+        runtime.block_on(async move {
+            let sockets = sockets
+                .into_iter()
+                .map(|(adv, s)| Ok((adv, UdpSocket::from_std(s)?)))
+                .collect::<io::Result<Vec<_>>>()
+                .expect("register media sockets");
+            let engine = Engine { router: Router::new(addrs, CONNECT_TIMEOUT), sockets, client_ip, events: event_tx };
+            engine.run(cmd_rx).await;
+        });
+    })?;
+    let handle = MediaHandle { commands: cmd_tx, ids: Arc::new(AtomicU64::new(1)), shared_addrs: Arc::new(shared_addrs) };
+    Ok((handle, event_rx))
+}
+
+fn bind_shared(ips: &[(IpAddr, IpAddr)], ports: std::ops::RangeInclusive<u16>) -> io::Result<Vec<(SocketAddr, std::net::UdpSocket)>> {
+    let mut last_error = io::Error::new(io::ErrorKind::AddrInUse, "no free media port");
+    for port in ports {
+        let mut bound = Vec::new();
+        let mut chosen = port;
+        for (bind, advertised) in ips {
+            match bind_udp(SocketAddr::new(*bind, chosen)) {
+                Ok(s) => {
+                    chosen = s.local_addr()?.port();
+                    bound.push((SocketAddr::new(*advertised, chosen), s));
+                }
+                Err(e) => {
+                    last_error = e;
+                    break;
+                }
+            }
+        }
+        if bound.len() == ips.len() {
+            return Ok(bound);
+        }
+    }
+    Err(last_error)
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    // Bursts of video (a keyframe is dozens of packets) overflow default buffers.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+struct Engine {
+    router: Router,
+    /// (local advertised address, socket): the shared ones first, then one per client peer.
+    sockets: Vec<(SocketAddr, UdpSocket)>,
+    client_ip: IpAddr,
+    events: mpsc::UnboundedSender<MediaEvent>,
+}
+
+impl Engine {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let now = Instant::now();
+            let deadline = self.router.next_timeout().unwrap_or(now + Duration::from_secs(1));
+            let sleep = tokio::time::sleep_until(deadline.max(now).into());
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => break,
+                },
+                (index, len, source) = recv_any(&self.sockets, &mut buf) => {
+                    let destination = self.sockets[index].0;
+                    self.router.handle_datagram(Instant::now(), source, destination, &buf[..len]);
+                },
+                _ = sleep => self.router.handle_timeout(Instant::now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Answer { peer, role, offer, reply } => {
+                let _ = reply.send(self.router.answer(peer, role, &offer, now));
+            }
+            Command::Offer { peer, role, reply } => {
+                let result = bind_udp(SocketAddr::new(self.client_ip, 0))
+                    .and_then(|s| Ok((s.local_addr()?, UdpSocket::from_std(s)?)))
+                    .map_err(|e| MediaError::Webrtc(format!("client socket: {e}")))
+                    .and_then(|(local, socket)| {
+                        let offer = self.router.offer(peer, role, local, now)?;
+                        self.sockets.push((local, socket));
+                        Ok(offer)
+                    });
+                let _ = reply.send(result);
+            }
+            Command::ApplyAnswer { peer, answer, reply } => {
+                let _ = reply.send(self.router.apply_answer(peer, &answer, now));
+            }
+            Command::RemovePeer { peer, close } => self.router.remove_peer(peer, close, now),
+            Command::AddSource { key } => self.router.add_source(key),
+            Command::RemoveStream { key } => self.router.remove_stream(key),
+            Command::Inject { key, packet } => self.router.inject(key, &packet, now),
+            Command::Tap { key, tap } => self.router.tap(key, tap),
+            Command::RequestKeyframe { key } => self.router.request_keyframe(key, KeyframeRequestKind::Pli, now),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.router.stats());
+            }
+        }
+    }
+
+    /// Send what the router queued, report its events, close released sockets.
+    async fn flush(&mut self) {
+        while let Some(d) = self.router.poll_transmit() {
+            let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == d.source) else { continue };
+            match socket.try_send_to(&d.contents, d.destination) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = socket.send_to(&d.contents, d.destination).await;
+                }
+                Err(e) => tracing::debug!(destination = %d.destination, error = %e, "send failed"),
+            }
+        }
+        while let Some(event) = self.router.poll_event() {
+            let _ = self.events.send(event);
+        }
+        for addr in self.router.take_released() {
+            self.sockets.retain(|(a, _)| *a != addr);
+        }
+    }
+}
+
+/// Wait for a datagram on any socket: (socket index, length, source).
+async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
+    poll_fn(|cx| {
+        for (index, (_, socket)) in sockets.iter().enumerate() {
+            loop {
+                let mut read = ReadBuf::new(buf);
+                match socket.poll_recv_from(cx, &mut read) {
+                    Poll::Ready(Ok(source)) => return Poll::Ready((index, read.filled().len(), source)),
+                    // ICMP errors (port unreachable) surface here: not fatal, read on.
+                    Poll::Ready(Err(_)) => continue,
+                    Poll::Pending => break,
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,731 @@
+//! The media router, sans-IO: it owns every WebRTC peer (`str0m::Rtc`) of the process
+//! and forwards RTP from each stream's producer to its consumers. It never touches a
+//! socket or a clock: the shell (`media::engine`) feeds it datagrams and time and drains
+//! the datagrams to send, the events to report and the next deadline.
+//!
+//! Vocabulary (mediasoup's): a *stream* has at most one *producer* (a peer sending us
+//! media: a browser publishing, or a relay agent playing a remote stream into this
+//! server) or a synthetic *source* (packets injected by the load generator and tests),
+//! and any number of *consumers* (peers we send to: browser players, relay agents
+//! publishing to a remote server) and *taps* (in-process observers of the packets).
+//!
+//! Server-side peers answer browser offers as ICE-lite and share the server's UDP
+//! socket(s); the router tells them apart by the STUN USERNAME (our ufrag) and then by
+//! remembered source address. Client-side peers (the offering side: relay agents, test
+//! clients) each get a dedicated local address from the shell, because several of them
+//! may talk to the same remote address and DTLS cannot be demultiplexed otherwise.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, CodecConfig, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::sync::mpsc;
+
+use super::sdp::{preferred_video_codec, unify_msid, VideoCodec};
+use crate::protocol::reason;
+
+pub type PeerId = u64;
+pub type StreamKey = u64;
+
+/// What a peer does for the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Media comes in from this peer and feeds stream `key`.
+    Producer(StreamKey),
+    /// Stream `key`'s media goes out to this peer.
+    Consumer(StreamKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaError {
+    BadSdp(String),
+    NoCommonCodecs,
+    StreamNotFound,
+    UnknownPeer,
+    Webrtc(String),
+}
+
+impl std::fmt::Display for MediaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadSdp(e) => write!(f, "Invalid SDP: {e}"),
+            Self::NoCommonCodecs => f.write_str(reason::NO_COMMON_CODECS),
+            Self::StreamNotFound => f.write_str(reason::STREAM_NOT_FOUND),
+            Self::UnknownPeer => f.write_str("Unknown media peer"),
+            Self::Webrtc(e) => write!(f, "WebRTC error: {e}"),
+        }
+    }
+}
+
+/// One RTP packet of a stream, in the producer's payload-type numbering: what the
+/// router forwards, what taps receive and what synthetic sources inject.
+#[derive(Debug, Clone)]
+pub struct SourcePacket {
+    pub kind: MediaKind,
+    pub pt: Pt,
+    /// Extended (64-bit) sequence number.
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Arc<[u8]>,
+    pub arrival: Instant,
+}
+
+/// Something the signaling layer must hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// ICE and DTLS are up: media can flow.
+    Connected { peer: PeerId },
+    /// The peer is gone for good; `reason` is a protocol reason text.
+    Failed { peer: PeerId, reason: &'static str },
+    /// The remote closed the connection (RTCP BYE / DTLS close_notify).
+    Closed { peer: PeerId },
+    /// A consumer wants a keyframe of a synthetic source.
+    KeyframeRequested { key: StreamKey },
+}
+
+/// A datagram to send from local address `source`.
+#[derive(Debug)]
+pub struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouterStats {
+    pub peers: usize,
+    pub streams: usize,
+    pub packets_in: u64,
+    pub packets_forwarded: u64,
+    pub datagrams_dropped: u64,
+}
+
+/// Codecs of synthetic sources: Opus and VP8 with str0m's default payload types.
+pub fn source_codecs() -> Vec<PayloadParams> {
+    let all = CodecConfig::new_with_defaults();
+    [Codec::Opus, Codec::Vp8]
+        .iter()
+        .filter_map(|c| all.find(|p| p.spec().codec == *c).copied())
+        .collect()
+}
+
+/// Payload type a synthetic source uses for `kind`.
+pub fn source_pt(kind: MediaKind) -> Pt {
+    source_codecs().iter().find(|p| p.spec().codec.kind() == kind).map(|p| p.pt()).expect("default codecs")
+}
+
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
+
+struct OutTrack {
+    kind: MediaKind,
+    mid: Mid,
+    /// (producer PT, consumer PT); a handful of entries, a scan beats a map.
+    pt_map: Vec<(Pt, Pt)>,
+    /// (first producer seq, first consumer seq): each consumer's sequence starts fresh,
+    /// so SRTP's rollover counter starts at 0 whenever the player joins.
+    seq_base: Option<(u64, u64)>,
+}
+
+struct Peer {
+    rtc: Rtc,
+    role: Role,
+    mids: Vec<(Mid, MediaKind)>,
+    tracks: Vec<OutTrack>,
+    in_kinds: Vec<(Ssrc, MediaKind)>,
+    pending_offer: Option<SdpPendingOffer>,
+    ufrag: String,
+    dedicated: Option<SocketAddr>,
+    connected: bool,
+    connect_deadline: Instant,
+    timeout: Instant,
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct Stream {
+    producer: Option<PeerId>,
+    codecs: Vec<PayloadParams>,
+    consumers: Vec<PeerId>,
+    taps: Vec<mpsc::UnboundedSender<SourcePacket>>,
+    last_keyframe_request: Option<Instant>,
+}
+
+pub struct Router {
+    /// Advertised addresses of the shared server socket(s).
+    shared_addrs: Vec<SocketAddr>,
+    dtls_cert: DtlsCert,
+    connect_timeout: Duration,
+    peers: HashMap<PeerId, Peer>,
+    by_ufrag: HashMap<String, PeerId>,
+    by_source: HashMap<SocketAddr, PeerId>,
+    by_dedicated: HashMap<SocketAddr, PeerId>,
+    streams: HashMap<StreamKey, Stream>,
+    transmits: VecDeque<Datagram>,
+    events: VecDeque<MediaEvent>,
+    released: Vec<SocketAddr>,
+    dirty: Vec<PeerId>,
+    scratch: Vec<Event>,
+    stats: RouterStats,
+}
+
+impl Router {
+    pub fn new(shared_addrs: Vec<SocketAddr>, connect_timeout: Duration) -> Self {
+        let provider = str0m::crypto::from_feature_flags();
+        let dtls_cert = provider.dtls_provider.generate_certificate().expect("DTLS certificate");
+        Router {
+            shared_addrs,
+            dtls_cert,
+            connect_timeout,
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_source: HashMap::new(),
+            by_dedicated: HashMap::new(),
+            streams: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            released: Vec::new(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+            stats: RouterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> RouterStats {
+        RouterStats { peers: self.peers.len(), streams: self.streams.len(), ..self.stats }
+    }
+
+    // ---- negotiation -------------------------------------------------------------
+
+    /// Answer a browser's offer as an ICE-lite server peer on the shared socket(s).
+    pub fn answer(&mut self, id: PeerId, role: Role, offer: &str, now: Instant) -> Result<String, MediaError> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let codecs = match role {
+            Role::Producer(_) => publish_codecs(preferred_video_codec(&offer.to_sdp_string())),
+            Role::Consumer(key) => self.consumer_codecs(key)?,
+        };
+        let mut rtc = rtc_config(codecs, &self.dtls_cert).set_ice_lite(true).build(now);
+        for addr in &self.shared_addrs {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let answer = unify_msid(&answer.to_sdp_string(), &msid_for(role));
+        self.insert_peer(id, role, rtc, None, now);
+        self.finish_negotiation(id, now)?;
+        Ok(answer)
+    }
+
+    /// Make an offer as a full-ICE client peer bound to the dedicated address `local`.
+    pub fn offer(&mut self, id: PeerId, role: Role, local: SocketAddr, now: Instant) -> Result<String, MediaError> {
+        let (codecs, kinds) = match role {
+            Role::Producer(_) => {
+                (publish_codecs(None), vec![(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Video, Direction::RecvOnly)])
+            }
+            Role::Consumer(key) => {
+                let codecs = self.consumer_codecs(key)?;
+                let kinds = [MediaKind::Audio, MediaKind::Video]
+                    .into_iter()
+                    .filter(|k| codecs.iter().any(|p| p.spec().codec.kind() == *k))
+                    .map(|k| (k, Direction::SendOnly))
+                    .collect();
+                (codecs, kinds)
+            }
+        };
+        let mut rtc = rtc_config(codecs, &self.dtls_cert).build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| MediaError::Webrtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut api = rtc.sdp_api();
+        let mut mids = Vec::new();
+        for (kind, dir) in kinds {
+            mids.push((api.add_media(kind, dir, Some(msid_for(role)), None, None), kind));
+        }
+        let (offer, pending) = api.apply().ok_or_else(|| MediaError::Webrtc("nothing to offer".into()))?;
+        self.insert_peer(id, role, rtc, Some(local), now);
+        let peer = self.peers.get_mut(&id).expect("just inserted");
+        peer.mids = mids;
+        peer.pending_offer = Some(pending);
+        self.drain(id, now);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Apply the remote answer to an offer made by [`Router::offer`].
+    pub fn apply_answer(&mut self, id: PeerId, answer: &str, now: Instant) -> Result<(), MediaError> {
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| MediaError::BadSdp(e.to_string()));
+        let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer)?;
+        let pending = peer.pending_offer.take().ok_or(MediaError::UnknownPeer)?;
+        let result = answer.and_then(|a| {
+            peer.rtc.sdp_api().accept_answer(pending, a).map_err(|e| MediaError::BadSdp(e.to_string()))
+        });
+        if let Err(e) = result {
+            self.remove_peer(id, false, now);
+            return Err(e);
+        }
+        self.finish_negotiation(id, now)
+    }
+
+    fn consumer_codecs(&self, key: StreamKey) -> Result<Vec<PayloadParams>, MediaError> {
+        let stream = self.streams.get(&key).ok_or(MediaError::StreamNotFound)?;
+        if stream.codecs.is_empty() {
+            return Err(MediaError::StreamNotFound);
+        }
+        Ok(stream.codecs.clone())
+    }
+
+    fn insert_peer(&mut self, id: PeerId, role: Role, mut rtc: Rtc, dedicated: Option<SocketAddr>, now: Instant) {
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        if let Some(addr) = dedicated {
+            self.by_dedicated.insert(addr, id);
+        } else {
+            self.by_ufrag.insert(ufrag.clone(), id);
+        }
+        match role {
+            Role::Producer(key) => self.streams.entry(key).or_default().producer = Some(id),
+            Role::Consumer(key) => self.streams.entry(key).or_default().consumers.push(id),
+        }
+        let peer = Peer {
+            rtc,
+            role,
+            mids: Vec::new(),
+            tracks: Vec::new(),
+            in_kinds: Vec::new(),
+            pending_offer: None,
+            ufrag,
+            dedicated,
+            connected: false,
+            connect_deadline: now + self.connect_timeout,
+            timeout: now,
+            dirty: false,
+        };
+        self.peers.insert(id, peer);
+    }
+
+    /// After the SDP exchange: learn the producer's codecs, or map the consumer's
+    /// payload types, and refuse a consumer that can take none of the stream's codecs.
+    fn finish_negotiation(&mut self, id: PeerId, now: Instant) -> Result<(), MediaError> {
+        self.drain(id, now);
+        let Some(peer) = self.peers.get_mut(&id) else { return Err(MediaError::UnknownPeer) };
+        let negotiated: Vec<(Mid, MediaKind, Vec<PayloadParams>)> = peer
+            .mids
+            .iter()
+            .filter_map(|(mid, kind)| {
+                let media = peer.rtc.media(*mid)?;
+                let params = peer.rtc.codec_config().params().iter().filter(|p| media.remote_pts().contains(&p.pt()));
+                Some((*mid, *kind, params.copied().collect()))
+            })
+            .collect();
+        match peer.role {
+            Role::Producer(key) => {
+                let stream = self.streams.entry(key).or_default();
+                stream.codecs = negotiated.into_iter().flat_map(|(_, _, p)| p).collect();
+                Ok(())
+            }
+            Role::Consumer(key) => {
+                let source = self.streams.get(&key).map(|s| s.codecs.clone()).unwrap_or_default();
+                peer.tracks = negotiated
+                    .into_iter()
+                    .map(|(mid, kind, params)| {
+                        let accepted = CodecConfig::new_from_payload_params(params);
+                        let pt_map = source
+                            .iter()
+                            .filter(|s| s.spec().codec.kind() == kind)
+                            .filter_map(|s| accepted.match_params(*s).map(|p| (s.pt(), p.pt())))
+                            .collect();
+                        OutTrack { kind, mid, pt_map, seq_base: None }
+                    })
+                    .collect();
+                let source_kinds = |k: MediaKind| source.iter().any(|s| s.spec().codec.kind() == k);
+                let unmatched = peer.tracks.iter().any(|t| t.pt_map.is_empty() && source_kinds(t.kind));
+                let matched = peer.tracks.iter().any(|t| !t.pt_map.is_empty());
+                if unmatched || !matched {
+                    self.remove_peer(id, false, now);
+                    return Err(MediaError::NoCommonCodecs);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    // ---- synthetic sources and taps ---------------------------------------------
+
+    /// Make `key` a stream fed by [`Router::inject`] with [`source_codecs`].
+    pub fn add_source(&mut self, key: StreamKey) {
+        self.streams.entry(key).or_default().codecs = source_codecs();
+    }
+
+    pub fn inject(&mut self, key: StreamKey, packet: &SourcePacket, now: Instant) {
+        self.forward(key, packet);
+        self.flush(now);
+    }
+
+    pub fn tap(&mut self, key: StreamKey, tap: mpsc::UnboundedSender<SourcePacket>) {
+        self.streams.entry(key).or_default().taps.push(tap);
+    }
+
+    /// Forget a stream; its producer and consumers (if any remain) stay until removed.
+    pub fn remove_stream(&mut self, key: StreamKey) {
+        self.streams.remove(&key);
+    }
+
+    /// Ask the stream's producer for a keyframe (at most every 200 ms).
+    pub fn request_keyframe(&mut self, key: StreamKey, kind: KeyframeRequestKind, now: Instant) {
+        let Some(stream) = self.streams.get_mut(&key) else { return };
+        if stream.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+            return;
+        }
+        stream.last_keyframe_request = Some(now);
+        let Some(pid) = stream.producer else {
+            self.events.push_back(MediaEvent::KeyframeRequested { key });
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&pid) else { return };
+        let Some(mid) = peer.mids.iter().find(|(_, k)| *k == MediaKind::Video).map(|(m, _)| *m) else { return };
+        if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(kind);
+            mark_dirty(&mut self.dirty, peer, pid);
+        }
+        self.flush(now);
+    }
+
+    // ---- I/O -----------------------------------------------------------------------
+
+    /// A datagram arrived at local address `destination` from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        let Ok(contents) = DatagramRecv::try_from(data) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let id = self
+            .by_dedicated
+            .get(&destination)
+            .or_else(|| stun_local_ufrag(data).and_then(|u| self.by_ufrag.get(u)))
+            .or_else(|| self.by_source.get(&source))
+            .copied();
+        let Some(id) = id else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
+        if !peer.rtc.accepts(&input) {
+            self.stats.datagrams_dropped += 1;
+            return;
+        }
+        if peer.dedicated.is_none() {
+            self.by_source.insert(source, id);
+        }
+        if let Err(e) = peer.rtc.handle_input(input) {
+            tracing::debug!(peer = id, error = %e, "input rejected");
+        }
+        self.drain(id, now);
+        self.flush(now);
+    }
+
+    /// The earliest time [`Router::handle_timeout`] must run.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|p| if p.connected { p.timeout } else { p.timeout.min(p.connect_deadline) }).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now || (!p.connected && p.connect_deadline <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            if !peer.connected && peer.connect_deadline <= now {
+                self.fail_peer(id, reason::ICE_TIMEOUT, now);
+                continue;
+            }
+            if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                self.fail_peer(id, reason::FAILED_BY_ERROR, now);
+                continue;
+            }
+            self.drain(id, now);
+        }
+        self.flush(now);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Dedicated local addresses no peer uses any more (the shell closes their sockets).
+    pub fn take_released(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Drop a peer; `close` first tells the remote (RTCP BYE, DTLS close_notify).
+    pub fn remove_peer(&mut self, id: PeerId, close: bool, now: Instant) {
+        if close {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if peer.rtc.close().is_ok() {
+                    self.drain(id, now);
+                }
+            }
+        }
+        let Some(peer) = self.peers.remove(&id) else { return };
+        self.by_ufrag.remove(&peer.ufrag);
+        self.by_source.retain(|_, p| *p != id);
+        if let Some(addr) = peer.dedicated {
+            self.by_dedicated.remove(&addr);
+            self.released.push(addr);
+        }
+        match peer.role {
+            Role::Producer(key) => {
+                if let Some(s) = self.streams.get_mut(&key).filter(|s| s.producer == Some(id)) {
+                    s.producer = None;
+                }
+            }
+            Role::Consumer(key) => {
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.consumers.retain(|c| *c != id);
+                }
+            }
+        }
+    }
+
+    fn fail_peer(&mut self, id: PeerId, reason: &'static str, now: Instant) {
+        self.events.push_back(MediaEvent::Failed { peer: id, reason });
+        self.remove_peer(id, false, now);
+    }
+
+    // ---- the run loop of one peer -------------------------------------------------------
+
+    /// Poll one peer until it has nothing more to say, then act on its events.
+    fn drain(&mut self, id: PeerId, now: Instant) {
+        let mut events = std::mem::take(&mut self.scratch);
+        let mut failed = None;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            loop {
+                match peer.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        peer.timeout = t;
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => self.transmits.push_back(Datagram {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    }),
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        tracing::debug!(peer = id, error = %e, "peer failed");
+                        failed = Some(if peer.connected { reason::FAILED_BY_ERROR } else { reason::DTLS_ERROR });
+                        break;
+                    }
+                }
+            }
+        }
+        for event in events.drain(..) {
+            self.handle_event(id, event, now);
+        }
+        self.scratch = events;
+        if let Some(reason) = failed {
+            self.fail_peer(id, reason, now);
+        }
+    }
+
+    fn handle_event(&mut self, id: PeerId, event: Event, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        match event {
+            Event::Connected => {
+                peer.connected = true;
+                self.events.push_back(MediaEvent::Connected { peer: id });
+                if let Role::Consumer(key) = peer.role {
+                    self.request_keyframe(key, KeyframeRequestKind::Pli, now);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.fail_peer(id, reason::ICE_TIMEOUT, now);
+            }
+            Event::MediaAdded(m) => {
+                if !peer.mids.iter().any(|(mid, _)| *mid == m.mid) {
+                    peer.mids.push((m.mid, m.kind));
+                }
+            }
+            Event::RtpPacket(pkt) => {
+                let Role::Producer(key) = peer.role else { return };
+                if pkt.payload.is_empty() {
+                    return;
+                }
+                let ssrc = pkt.header.ssrc;
+                let kind = match peer.in_kinds.iter().find(|(s, _)| *s == ssrc) {
+                    Some((_, k)) => *k,
+                    None => {
+                        let Some(mid) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else { return };
+                        let Some(kind) = peer.rtc.media(mid).map(|m| m.kind()) else { return };
+                        peer.in_kinds.push((ssrc, kind));
+                        kind
+                    }
+                };
+                self.stats.packets_in += 1;
+                let packet = SourcePacket {
+                    kind,
+                    pt: pkt.header.payload_type,
+                    seq: *pkt.seq_no,
+                    timestamp: pkt.header.timestamp,
+                    marker: pkt.header.marker,
+                    payload: pkt.payload,
+                    arrival: pkt.timestamp,
+                };
+                self.forward(key, &packet);
+            }
+            Event::KeyframeRequest(req) => {
+                if let Role::Consumer(key) = peer.role {
+                    self.request_keyframe(key, req.kind, now);
+                }
+            }
+            Event::Closed => {
+                self.events.push_back(MediaEvent::Closed { peer: id });
+                self.remove_peer(id, false, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Write one packet to every connected consumer of `key` and hand it to the taps.
+    fn forward(&mut self, key: StreamKey, packet: &SourcePacket) {
+        let Some(stream) = self.streams.get_mut(&key) else { return };
+        if !stream.taps.is_empty() {
+            stream.taps.retain(|t| t.send(packet.clone()).is_ok());
+        }
+        for &cid in &stream.consumers {
+            let Some(peer) = self.peers.get_mut(&cid) else { continue };
+            if !peer.connected {
+                continue;
+            }
+            let Some(track) = peer.tracks.iter_mut().find(|t| t.kind == packet.kind) else { continue };
+            let Some(&(_, pt)) = track.pt_map.iter().find(|(src, _)| *src == packet.pt) else { continue };
+            let (src0, dst0) = *track.seq_base.get_or_insert((packet.seq, 1));
+            if packet.seq < src0 {
+                continue;
+            }
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(track.mid, None) else { continue };
+            let write = RtpWrite::new(pt, (dst0 + packet.seq - src0).into(), packet.timestamp, packet.arrival, packet.payload.clone())
+                .marker(packet.marker)
+                .nackable(true);
+            tx.write_rtp(write);
+            self.stats.packets_forwarded += 1;
+            mark_dirty(&mut self.dirty, peer, cid);
+        }
+    }
+
+    /// Release what forwarding queued: str0m emits written packets on the next input.
+    fn flush(&mut self, now: Instant) {
+        while !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for id in dirty {
+                let Some(peer) = self.peers.get_mut(&id) else { continue };
+                peer.dirty = false;
+                if peer.rtc.handle_input(Input::Timeout(now)).is_ok() {
+                    self.drain(id, now);
+                }
+            }
+        }
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<PeerId>, peer: &mut Peer, id: PeerId) {
+    if !peer.dirty {
+        peer.dirty = true;
+        dirty.push(id);
+    }
+}
+
+fn msid_for(role: Role) -> String {
+    match role {
+        Role::Producer(key) | Role::Consumer(key) => format!("hopcast-{key}"),
+    }
+}
+
+/// Opus plus the video codec a publisher prefers (both VP8 and H264 when unknown).
+fn publish_codecs(video: Option<VideoCodec>) -> Vec<PayloadParams> {
+    let all = CodecConfig::new_with_defaults();
+    let wanted = |c: Codec| match (c, video) {
+        (Codec::Opus, _) => true,
+        (Codec::Vp8, None | Some(VideoCodec::Vp8)) => true,
+        (Codec::H264, None | Some(VideoCodec::H264)) => true,
+        _ => false,
+    };
+    all.params().iter().filter(|p| wanted(p.spec().codec)).copied().collect()
+}
+
+fn rtc_config(codecs: Vec<PayloadParams>, cert: &DtlsCert) -> RtcConfig {
+    let mut config = RtcConfig::new().set_rtp_mode(true).set_dtls_cert(cert.clone()).set_stats_interval(None);
+    *config.codec_config() = CodecConfig::new_from_payload_params(codecs);
+    config
+}
+
+/// The local ufrag from a STUN request's USERNAME ("local:remote"), without a full parse.
+fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    // STUN: 20-byte header, magic cookie at 4..8, then TLV attributes (4-byte aligned).
+    if data.len() < 20 || data[0] >= 2 || data[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    let mut at = 20;
+    while at + 4 <= data.len() {
+        let kind = u16::from_be_bytes([data[at], data[at + 1]]);
+        let len = u16::from_be_bytes([data[at + 2], data[at + 3]]) as usize;
+        let value = data.get(at + 4..at + 4 + len)?;
+        if kind == 0x0006 {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_local_ufrag_from_stun_username() {
+        let mut msg = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+        msg.extend_from_slice(&[0; 12]);
+        msg.extend_from_slice(&[0x00, 0x06, 0x00, 0x07]);
+        msg.extend_from_slice(b"abc:xyz\0");
+        assert_eq!(stun_local_ufrag(&msg), Some("abc"));
+        assert_eq!(stun_local_ufrag(&msg[..22]), None);
+        assert_eq!(stun_local_ufrag(b"\x80\x60garbage-rtp-packet......"), None);
+    }
+
+    #[test]
+    fn garbage_datagrams_are_counted_not_fatal() {
+        let mut router = Router::new(vec!["127.0.0.1:40000".parse().unwrap()], Duration::from_secs(1));
+        let now = Instant::now();
+        for junk in [&b""[..], b"\xff\xff\xff", &[0u8; 1500][..], b"\x16\xfe\xfd hello"] {
+            router.handle_datagram(now, "127.0.0.1:5000".parse().unwrap(), "127.0.0.1:40000".parse().unwrap(), junk);
+        }
+        assert_eq!(router.stats().datagrams_dropped, 4);
+    }
+
+    #[test]
+    fn answer_rejects_unparsable_sdp_and_unknown_streams() {
+        let mut router = Router::new(vec!["127.0.0.1:40000".parse().unwrap()], Duration::from_secs(1));
+        let now = Instant::now();
+        assert!(matches!(router.answer(1, Role::Producer(1), "not sdp", now), Err(MediaError::BadSdp(_))));
+        router.add_source(7);
+        let offer = router.offer(2, Role::Consumer(7), "127.0.0.1:40001".parse().unwrap(), now).unwrap();
+        assert!(matches!(router.answer(3, Role::Consumer(99), &offer, now), Err(MediaError::StreamNotFound)));
+        assert_eq!(router.stats().peers, 1);
+    }
+}

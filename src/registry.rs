@@ -1,0 +1,299 @@
+//! Sessions and streams: who is connected, which names are published, who plays what,
+//! and each stream's status. Pure state, no I/O: every change returns the [`Effect`]s
+//! the caller must apply to the media engine, and status notifications are queued on
+//! each session's outbox (a channel the session's WebSocket task drains).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::media::{PeerId, StreamKey};
+use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus, TrackState};
+
+/// What a session's connection task must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    Message(ServerMessage),
+    /// Close the connection (REST terminate, keep-alive expiry); the reason is logged.
+    Close(String),
+}
+
+/// Media work a registry change implies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Drop this peer; `close` tells the remote first.
+    RemovePeer { peer: PeerId, close: bool },
+    /// The stream's producer is gone: forget its key.
+    RemoveStream { key: StreamKey },
+}
+
+pub struct Session {
+    pub id: String,
+    pub remote: String,
+    pub user_data: Map<String, Value>,
+    pub established: bool,
+    outbox: mpsc::UnboundedSender<Outbound>,
+}
+
+pub struct Stream {
+    pub info: StreamInfo,
+    pub peer: PeerId,
+    /// For a publisher its own stream key, for a player the key it consumes.
+    pub key: StreamKey,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: HashMap<String, Session>,
+    /// By mediaSessionId.
+    streams: HashMap<String, Stream>,
+    /// Published name -> mediaSessionId.
+    names: HashMap<String, String>,
+    by_peer: HashMap<PeerId, String>,
+}
+
+/// Filter for `/stream/find`: every given field must match.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamFilter {
+    pub media_session_id: Option<String>,
+    pub name: Option<String>,
+    pub published: Option<bool>,
+    pub session_id: Option<String>,
+    pub status: Option<StreamStatus>,
+}
+
+impl StreamFilter {
+    pub fn matches(&self, s: &StreamInfo) -> bool {
+        self.media_session_id.as_ref().is_none_or(|v| *v == s.media_session_id)
+            && self.name.as_ref().is_none_or(|v| *v == s.name)
+            && self.published.is_none_or(|v| v == s.published)
+            && self.session_id.as_ref().is_none_or(|v| *v == s.session_id)
+            && self.status.is_none_or(|v| v == s.status)
+    }
+}
+
+impl Registry {
+    pub fn add_session(&mut self, id: String, remote: String, outbox: mpsc::UnboundedSender<Outbound>) {
+        let session = Session { id: id.clone(), remote, user_data: Map::new(), established: false, outbox };
+        self.sessions.insert(id, session);
+    }
+
+    pub fn session(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// Mark the session established with the client's `connection` data.
+    pub fn establish(&mut self, id: &str, user_data: Map<String, Value>) -> bool {
+        let Some(s) = self.sessions.get_mut(id) else { return false };
+        s.user_data = user_data;
+        s.established = true;
+        true
+    }
+
+    pub fn send(&self, session: &str, message: ServerMessage) {
+        if let Some(s) = self.sessions.get(session) {
+            let _ = s.outbox.send(Outbound::Message(message));
+        }
+    }
+
+    pub fn close_session_connection(&self, session: &str, why: &str) -> bool {
+        self.sessions.get(session).map(|s| s.outbox.send(Outbound::Close(why.into())).is_ok()).unwrap_or(false)
+    }
+
+    fn new_info(session: &str, req: &StreamRequest, published: bool) -> StreamInfo {
+        StreamInfo {
+            media_session_id: req.media_session_id.clone(),
+            name: req.name.clone(),
+            published,
+            status: StreamStatus::Pending,
+            info: None,
+            has_audio: req.has_audio,
+            has_video: req.has_video,
+            audio_state: TrackState::default(),
+            video_state: TrackState::default(),
+            record: false,
+            session_id: session.to_string(),
+        }
+    }
+
+    fn check_new(&self, session: &str, req: &StreamRequest) -> Result<(), &'static str> {
+        if !self.sessions.get(session).is_some_and(|s| s.established) {
+            return Err(reason::SESSION_DOES_NOT_EXIST);
+        }
+        if req.media_session_id.is_empty() || self.streams.contains_key(&req.media_session_id) {
+            return Err(reason::MEDIA_SESSION_ID_IN_USE);
+        }
+        if req.name.trim().is_empty() {
+            return Err(reason::STREAM_NOT_FOUND);
+        }
+        Ok(())
+    }
+
+    /// Register a publisher (status PENDING) under a free name.
+    pub fn begin_publish(&mut self, session: &str, req: &StreamRequest, peer: PeerId, key: StreamKey) -> Result<(), &'static str> {
+        self.check_new(session, req)?;
+        if self.names.contains_key(&req.name) {
+            return Err(reason::NAME_IN_USE);
+        }
+        self.names.insert(req.name.clone(), req.media_session_id.clone());
+        self.insert(Stream { info: Self::new_info(session, req, true), peer, key });
+        Ok(())
+    }
+
+    /// Register a player (status PENDING) of a published name; returns the key to consume.
+    pub fn begin_play(&mut self, session: &str, req: &StreamRequest, peer: PeerId) -> Result<StreamKey, &'static str> {
+        self.check_new(session, req)?;
+        let key = self.published(&req.name).map(|s| s.key).ok_or(reason::STREAM_NOT_FOUND)?;
+        self.insert(Stream { info: Self::new_info(session, req, false), peer, key });
+        Ok(key)
+    }
+
+    fn insert(&mut self, stream: Stream) {
+        self.by_peer.insert(stream.peer, stream.info.media_session_id.clone());
+        self.streams.insert(stream.info.media_session_id.clone(), stream);
+    }
+
+    /// The publisher of `name`, if any.
+    pub fn published(&self, name: &str) -> Option<&Stream> {
+        self.names.get(name).and_then(|id| self.streams.get(id))
+    }
+
+    pub fn stream(&self, media_session_id: &str) -> Option<&Stream> {
+        self.streams.get(media_session_id)
+    }
+
+    pub fn stream_of_peer(&self, peer: PeerId) -> Option<&Stream> {
+        self.by_peer.get(&peer).and_then(|id| self.streams.get(id))
+    }
+
+    pub fn find(&self, filter: &StreamFilter) -> Vec<StreamInfo> {
+        let mut found: Vec<StreamInfo> = self.streams.values().map(|s| s.info.clone()).filter(|i| filter.matches(i)).collect();
+        found.sort_by(|a, b| (&a.name, !a.published, &a.media_session_id).cmp(&(&b.name, !b.published, &b.media_session_id)));
+        found
+    }
+
+    /// Media is flowing: PUBLISHING or PLAYING, told to the owner.
+    pub fn connected(&mut self, peer: PeerId) {
+        let Some(stream) = self.by_peer.get(&peer).and_then(|id| self.streams.get_mut(id)) else { return };
+        if stream.info.status != StreamStatus::Pending {
+            return;
+        }
+        stream.info.status = if stream.info.published { StreamStatus::Publishing } else { StreamStatus::Playing };
+        let (session, info) = (stream.info.session_id.clone(), stream.info.clone());
+        self.send(&session, ServerMessage::StreamStatus(info));
+    }
+
+    /// End a stream with a final status; a publisher's end also stops its players.
+    pub fn end(&mut self, media_session_id: &str, status: StreamStatus, why: Option<&str>, close: bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(mut stream) = self.streams.remove(media_session_id) else { return effects };
+        self.by_peer.remove(&stream.peer);
+        effects.push(Effect::RemovePeer { peer: stream.peer, close });
+        stream.info.status = status;
+        stream.info.info = why.map(str::to_string);
+        self.send(&stream.info.session_id, ServerMessage::StreamStatus(stream.info.clone()));
+        if stream.info.published {
+            self.names.remove(&stream.info.name);
+            effects.push(Effect::RemoveStream { key: stream.key });
+            let players: Vec<String> = self
+                .streams
+                .values()
+                .filter(|s| !s.info.published && s.key == stream.key)
+                .map(|s| s.info.media_session_id.clone())
+                .collect();
+            for player in players {
+                effects.extend(self.end(&player, StreamStatus::Stopped, Some(reason::PUBLISHER_STOP), true));
+            }
+        }
+        effects
+    }
+
+    /// The session is gone: its streams end (players of its publications are stopped).
+    pub fn remove_session(&mut self, id: &str) -> Vec<Effect> {
+        let owned: Vec<String> =
+            self.streams.values().filter(|s| s.info.session_id == id).map(|s| s.info.media_session_id.clone()).collect();
+        // Tell the session too: a relay agent's session outlives its connection.
+        let mut effects = Vec::new();
+        for ms in owned {
+            effects.extend(self.end(&ms, StreamStatus::Failed, Some(reason::SESSION_DISCONNECT), false));
+        }
+        self.sessions.remove(id);
+        effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, name: &str) -> StreamRequest {
+        StreamRequest { media_session_id: id.into(), name: name.into(), has_audio: true, has_video: true, ..Default::default() }
+    }
+
+    fn registry() -> (Registry, mpsc::UnboundedReceiver<Outbound>) {
+        let mut r = Registry::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        r.add_session("s1".into(), "test".into(), tx);
+        r.establish("s1", Map::new());
+        (r, rx)
+    }
+
+    fn statuses(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Vec<(String, StreamStatus, Option<String>)> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Message(ServerMessage::StreamStatus(s))) = rx.try_recv() {
+            out.push((s.media_session_id, s.status, s.info));
+        }
+        out
+    }
+
+    #[test]
+    fn name_and_media_session_id_are_unique() {
+        let (mut r, _rx) = registry();
+        r.begin_publish("s1", &req("a", "cam"), 1, 10).unwrap();
+        assert_eq!(r.begin_publish("s1", &req("b", "cam"), 2, 11), Err(reason::NAME_IN_USE));
+        assert_eq!(r.begin_publish("s1", &req("a", "other"), 3, 12), Err(reason::MEDIA_SESSION_ID_IN_USE));
+        assert_eq!(r.begin_play("s1", &req("a", "cam"), 4), Err(reason::MEDIA_SESSION_ID_IN_USE));
+        assert_eq!(r.begin_play("s1", &req("p", "nobody"), 5), Err(reason::STREAM_NOT_FOUND));
+        assert_eq!(r.begin_play("s1", &req("p", "cam"), 6), Ok(10));
+        assert_eq!(r.begin_publish("nosuch", &req("z", "z"), 7, 13), Err(reason::SESSION_DOES_NOT_EXIST));
+    }
+
+    #[test]
+    fn publisher_end_stops_players_and_frees_the_name() {
+        let (mut r, mut rx) = registry();
+        r.begin_publish("s1", &req("pub", "cam"), 1, 10).unwrap();
+        r.begin_play("s1", &req("p1", "cam"), 2).unwrap();
+        r.connected(1);
+        r.connected(2);
+        let effects = r.end("pub", StreamStatus::Unpublished, None, false);
+        assert!(effects.contains(&Effect::RemoveStream { key: 10 }));
+        assert!(effects.contains(&Effect::RemovePeer { peer: 2, close: true }));
+        assert_eq!(
+            statuses(&mut rx),
+            vec![
+                ("pub".into(), StreamStatus::Publishing, None),
+                ("p1".into(), StreamStatus::Playing, None),
+                ("pub".into(), StreamStatus::Unpublished, None),
+                ("p1".into(), StreamStatus::Stopped, Some(reason::PUBLISHER_STOP.into())),
+            ]
+        );
+        assert!(r.published("cam").is_none());
+        r.begin_publish("s1", &req("pub2", "cam"), 3, 11).unwrap();
+    }
+
+    #[test]
+    fn removing_a_session_ends_its_streams() {
+        let (mut r, _rx) = registry();
+        r.begin_publish("s1", &req("pub", "cam"), 1, 10).unwrap();
+        let effects = r.remove_session("s1");
+        assert!(effects.contains(&Effect::RemovePeer { peer: 1, close: false }));
+        assert!(r.find(&StreamFilter::default()).is_empty());
+        assert!(r.session("s1").is_none());
+    }
+}

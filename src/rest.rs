@@ -1,0 +1,154 @@
+//! The REST API under `/rest-api`, as WCS shapes it: POST (or GET for the `find_all`
+//! calls the SDK makes) with a JSON body, JSON answers, CORS for browser callers. One
+//! error type maps every failure to a status and `{"error": ...}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::hub::Hub;
+use crate::registry::StreamFilter;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Parse a JSON body; an empty body reads as `{}`.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))
+}
+
+/// A required, non-empty string field.
+pub fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
+    value.filter(|v| !v.trim().is_empty()).ok_or_else(|| ApiError::bad_request(format!("Missing field '{field}'")))
+}
+
+pub fn found<T: serde::Serialize>(list: Vec<T>, what: &str) -> ApiResult {
+    if list.is_empty() {
+        // WCS answers an empty search with 404.
+        return Err(ApiError::not_found(format!("No {what} found")));
+    }
+    Ok(Json(list).into_response())
+}
+
+/// The stream and connection calls; `extra` adds other families (the relay calls).
+pub fn routes(hub: Arc<Hub>, extra: Router) -> Router {
+    let api = Router::new()
+        .route("/stream/find_all", get(stream_find_all).post(stream_find_all))
+        .route("/stream/find", post(stream_find))
+        .route("/stream/terminate", post(stream_terminate))
+        .route("/connection/find_all", get(connection_find_all).post(connection_find_all))
+        .route("/connection/terminate", post(connection_terminate))
+        .with_state(hub)
+        .merge(extra);
+    Router::new()
+        .nest("/rest-api", api)
+        .fallback(unknown)
+        .layer(middleware::from_fn(cors))
+}
+
+async fn unknown(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("Unknown REST method {method} {}", uri.path()))
+}
+
+/// Browsers call the API cross-origin: allow any origin and answer preflights.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
+    response
+}
+
+async fn stream_find_all(State(hub): State<Arc<Hub>>) -> ApiResult {
+    found(hub.find_streams(&StreamFilter::default()), "streams")
+}
+
+async fn stream_find(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult {
+    let filter: StreamFilter = parse_body(&body)?;
+    found(hub.find_streams(&filter), "streams")
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TerminateStream {
+    media_session_id: Option<String>,
+}
+
+async fn stream_terminate(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult {
+    let req: TerminateStream = parse_body(&body)?;
+    let id = required(req.media_session_id, "mediaSessionId")?;
+    if !hub.terminate_stream(&id) {
+        return Err(ApiError::not_found(format!("Stream with mediaSessionId '{id}' not found")));
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn connection_find_all(State(hub): State<Arc<Hub>>) -> ApiResult {
+    let registry = hub.registry();
+    let mut list: Vec<Value> = registry
+        .sessions()
+        .map(|s| {
+            let mut obj = s.user_data.clone();
+            obj.insert("sessionId".into(), s.id.clone().into());
+            obj.insert("remoteAddress".into(), s.remote.clone().into());
+            obj.insert("established".into(), s.established.into());
+            obj.remove("authToken");
+            Value::Object(obj)
+        })
+        .collect();
+    drop(registry);
+    list.sort_by(|a, b| a["sessionId"].as_str().cmp(&b["sessionId"].as_str()));
+    found(list, "connections")
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TerminateConnection {
+    session_id: Option<String>,
+}
+
+async fn connection_terminate(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult {
+    let req: TerminateConnection = parse_body(&body)?;
+    let id = required(req.session_id, "sessionId")?;
+    if !hub.terminate_session(&id) {
+        return Err(ApiError::not_found(format!("Connection '{id}' not found")));
+    }
+    Ok(StatusCode::OK.into_response())
+}

@@ -1,0 +1,115 @@
+//! Wiring: start the media engine, the hub, and the four listeners (ws, wss, http,
+//! https) from a [`Config`]; report the addresses actually bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::media::engine;
+use crate::signaling::{self, SignalingState};
+use crate::{rest, tls};
+
+pub struct RunningServer {
+    pub ws: SocketAddr,
+    pub wss: SocketAddr,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub media: Vec<SocketAddr>,
+    pub hub: Arc<Hub>,
+}
+
+impl RunningServer {
+    /// One line that tools and tests read to learn the ports.
+    pub fn ready_line(&self) -> String {
+        let media: Vec<String> = self.media.iter().map(|a| a.to_string()).collect();
+        format!(
+            "hopcast ready ws={} wss={} http={} https={} media={}",
+            self.ws.port(),
+            self.wss.port(),
+            self.http.port(),
+            self.https.port(),
+            media.join(",")
+        )
+    }
+}
+
+async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| format!("cannot listen on {what} port {port}: {e}"))
+}
+
+pub async fn start(config: Config) -> Result<RunningServer, String> {
+    let (media, mut media_events) = engine::start(&config.media_ips(), config.media_port_from..=config.media_port_to)
+        .map_err(|e| format!("cannot bind media UDP port in {}-{}: {e}", config.media_port_from, config.media_port_to))?;
+    let media_addrs = media.addrs().to_vec();
+    let hub = Hub::new(media);
+    let events_hub = hub.clone();
+    tokio::spawn(async move {
+        while let Some(event) = media_events.recv().await {
+            events_hub.on_media_event(event);
+        }
+    });
+
+    let tls = tls::server_config(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let signaling = signaling::routes(SignalingState {
+        hub: hub.clone(),
+        keep_alive: config.keep_alive,
+        max_message_size: config.max_message_size,
+    });
+    let api = rest::routes(hub.clone(), Router::new());
+
+    let ws = listen(config.ws_port, "ws").await?;
+    let wss = listen(config.wss_port, "wss").await?;
+    let http = listen(config.http_port, "http").await?;
+    let https = listen(config.https_port, "https").await?;
+    let addrs = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let server = RunningServer {
+        ws: addrs(&ws)?,
+        wss: addrs(&wss)?,
+        http: addrs(&http)?,
+        https: addrs(&https)?,
+        media: media_addrs,
+        hub,
+    };
+    let wss = tls::TlsListener::new(wss, tls.clone()).map_err(|e| e.to_string())?;
+    let https = tls::TlsListener::new(https, tls).map_err(|e| e.to_string())?;
+    serve(ws, signaling.clone());
+    serve(wss, signaling);
+    serve(http, api.clone());
+    serve(https, api);
+    Ok(server)
+}
+
+/// The peer address of a connection, for any of our listeners (plain or TLS).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for RemoteAddr {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        RemoteAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, tls::TlsListener>> for RemoteAddr {
+    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
+        RemoteAddr(*stream.remote_addr())
+    }
+}
+
+fn serve<L>(listener: L, router: Router)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> RemoteAddr: Connected<IncomingStream<'a, L>>,
+{
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<RemoteAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
+            tracing::error!(error = %e, "listener stopped");
+        }
+    });
+}
