@@ -29,7 +29,7 @@ use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::sync::mpsc;
 
-use super::sdp::{preferred_video_codec, unify_msid, VideoCodec};
+use super::sdp::{media_mids, preferred_video_codec, unify_msid, VideoCodec};
 use crate::protocol::reason;
 
 pub type PeerId = u64;
@@ -207,9 +207,14 @@ impl Router {
 
     /// Answer a browser's offer as an ICE-lite server peer on the shared socket(s).
     pub fn answer(&mut self, id: PeerId, role: Role, offer: &str, now: Instant) -> Result<String, MediaError> {
+        let mids: Vec<(Mid, MediaKind)> = media_mids(offer)
+            .into_iter()
+            .map(|(mid, video)| (Mid::from(mid.as_str()), if video { MediaKind::Video } else { MediaKind::Audio }))
+            .collect();
+        let preferred = preferred_video_codec(offer);
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let codecs = match role {
-            Role::Producer(_) => publish_codecs(preferred_video_codec(&offer.to_sdp_string())),
+            Role::Producer(_) => publish_codecs(preferred),
             Role::Consumer(key) => self.consumer_codecs(key)?,
         };
         let mut rtc = rtc_config(codecs, &self.dtls_cert).set_ice_lite(true).build(now);
@@ -221,6 +226,7 @@ impl Router {
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| MediaError::BadSdp(e.to_string()))?;
         let answer = unify_msid(&answer.to_sdp_string(), &msid_for(role));
         self.insert_peer(id, role, rtc, None, now);
+        self.peers.get_mut(&id).expect("just inserted").mids = mids;
         self.finish_negotiation(id, now)?;
         Ok(answer)
     }
@@ -323,6 +329,7 @@ impl Router {
                 Some((*mid, *kind, params.copied().collect()))
             })
             .collect();
+        tracing::debug!(peer = id, mids = ?peer.mids, codecs = ?negotiated.iter().map(|(m, k, p)| (m, k, p.len())).collect::<Vec<_>>(), "negotiated");
         match peer.role {
             Role::Producer(key) => {
                 let stream = self.streams.entry(key).or_default();
@@ -382,15 +389,19 @@ impl Router {
         if stream.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
             return;
         }
-        stream.last_keyframe_request = Some(now);
         let Some(pid) = stream.producer else {
+            stream.last_keyframe_request = Some(now);
             self.events.push_back(MediaEvent::KeyframeRequested { key });
             return;
         };
         let Some(peer) = self.peers.get_mut(&pid) else { return };
         let Some(mid) = peer.mids.iter().find(|(_, k)| *k == MediaKind::Video).map(|(m, _)| *m) else { return };
+        // No receive stream yet means no video yet: its first frame is a keyframe anyway.
+        let rx = peer.rtc.direct_api().stream_rx_by_mid(mid, None).is_some();
+        tracing::debug!(stream = key, producer = pid, %mid, receiving = rx, "keyframe request");
         if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
             rx.request_keyframe(kind);
+            stream.last_keyframe_request = Some(now);
             mark_dirty(&mut self.dirty, peer, pid);
         }
         self.flush(now);

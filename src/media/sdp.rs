@@ -43,6 +43,25 @@ pub fn preferred_video_codec(offer: &str) -> Option<VideoCodec> {
     })
 }
 
+/// The `(mid, is_video)` of each audio and video section, in order. str0m announces
+/// media (`MediaAdded`) only once DTLS is up, but routing needs the mids at answer time.
+pub fn media_mids(sdp: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = match m.split_whitespace().next() {
+                Some("audio") => Some(false),
+                Some("video") => Some(true),
+                _ => None,
+            };
+        } else if let (Some(mid), Some(video)) = (line.strip_prefix("a=mid:"), kind) {
+            out.push((mid.to_string(), video));
+        }
+    }
+    out
+}
+
 /// Rewrite `a=msid:` and `a=ssrc:N msid:`/`cname:` lines to one stream id and cname.
 pub fn unify_msid(sdp: &str, stream_id: &str) -> String {
     let mut out = String::with_capacity(sdp.len() + 64);
@@ -82,6 +101,12 @@ mod tests {
         let h264_first = OFFER.replace("98 96 102", "102 96");
         assert_eq!(preferred_video_codec(&h264_first), Some(VideoCodec::H264));
         assert_eq!(preferred_video_codec("v=0\r\nm=audio 9 X 111\r\n"), None);
+    }
+
+    #[test]
+    fn lists_mids_of_audio_and_video_sections() {
+        let sdp = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\nm=video 9 X 96\r\na=mid:1\r\nm=application 9 X\r\na=mid:2\r\n";
+        assert_eq!(media_mids(sdp), vec![("0".to_string(), false), ("1".to_string(), true)]);
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! Test harness: real hopcast server processes on loopback, a client-side media engine,
+//! synthetic RTP, and a tiny HTTP client for the REST API.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hopcast::client::SignalingClient;
+use hopcast::media::engine;
+use hopcast::media::router::source_pt;
+use hopcast::media::{MediaEvent, MediaHandle, SourcePacket, StreamKey};
+use str0m::media::MediaKind;
+use tokio::sync::mpsc;
+
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A hopcast process; killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    pub ws: u16,
+    pub wss: u16,
+    pub http: u16,
+    pub https: u16,
+    pub media: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_ports(&["--ws-port", "0", "--wss-port", "0", "--http-port", "0", "--https-port", "0", "--media-port", "0"], extra)
+    }
+
+    pub fn start_with_ports(ports: &[&str], extra: &[&str]) -> Server {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("hopcast-{}-{}.log", std::process::id(), unique()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hopcast"))
+            .args(ports)
+            .args(["--ip", "127.0.0.1"])
+            .args(extra)
+            .env("RUST_LOG", "hopcast=debug,info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start hopcast");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("hopcast ready"), "server did not start: {line:?}, log {}", log.display());
+        let field = |name: &str| -> String {
+            line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).unwrap().to_string()
+        };
+        Server {
+            child,
+            ws: field("ws").parse().unwrap(),
+            wss: field("wss").parse().unwrap(),
+            http: field("http").parse().unwrap(),
+            https: field("https").parse().unwrap(),
+            media: field("media").split(',').next().unwrap().parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.ws)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The client side: a media engine of our own (like a relay agent or load generator).
+pub struct ClientMedia {
+    pub media: MediaHandle,
+    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+}
+
+pub fn client_media() -> ClientMedia {
+    let (media, events) = engine::start(&[(LOOPBACK, LOOPBACK)], 0..=0).unwrap();
+    ClientMedia { media, events }
+}
+
+pub async fn connect(server: &Server) -> Arc<SignalingClient> {
+    SignalingClient::connect(&server.ws_url(), None).await.expect("connect")
+}
+
+/// A recognisable payload: kind marker, sequence number, then a byte pattern.
+pub fn payload(kind: MediaKind, seq: u64, len: usize) -> Vec<u8> {
+    let mut p = Vec::with_capacity(len);
+    p.push(if kind == MediaKind::Video { b'V' } else { b'A' });
+    p.extend_from_slice(&seq.to_be_bytes());
+    while p.len() < len {
+        p.push((p.len() as u64 ^ seq) as u8);
+    }
+    p
+}
+
+pub fn packet(kind: MediaKind, seq: u64, len: usize) -> SourcePacket {
+    let clock = if kind == MediaKind::Video { 3000 } else { 960 };
+    SourcePacket {
+        kind,
+        pt: source_pt(kind),
+        seq,
+        timestamp: (seq as u32).wrapping_mul(clock),
+        marker: true,
+        payload: payload(kind, seq, len).into(),
+        arrival: Instant::now(),
+    }
+}
+
+/// Inject `count` video and audio packets, 2 ms apart.
+pub async fn send_packets(media: &MediaHandle, key: StreamKey, first: u64, count: u64) {
+    for seq in first..first + count {
+        media.inject(key, packet(MediaKind::Video, seq, 1000));
+        media.inject(key, packet(MediaKind::Audio, seq, 120));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Collect what a tap receives for `within`.
+pub async fn collect(tap: &mut mpsc::UnboundedReceiver<SourcePacket>, within: Duration) -> Vec<SourcePacket> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(p)) = tokio::time::timeout_at(deadline, tap.recv()).await {
+        got.push(p);
+    }
+    got
+}
+
+/// Check received packets against what `payload` made; returns (video, audio) counts.
+pub fn verify_intact(got: &[SourcePacket]) -> (usize, usize) {
+    let (mut video, mut audio) = (0, 0);
+    for p in got {
+        let kind = if p.payload[0] == b'V' { MediaKind::Video } else { MediaKind::Audio };
+        assert_eq!(kind, p.kind, "packet arrived on the wrong track");
+        let seq = u64::from_be_bytes(p.payload[1..9].try_into().unwrap());
+        let len = if kind == MediaKind::Video { 1000 } else { 120 };
+        assert_eq!(&p.payload[..], &payload(kind, seq, len)[..], "payload bytes changed in transit");
+        if kind == MediaKind::Video { video += 1 } else { audio += 1 }
+    }
+    (video, audio)
+}
+
+/// Minimal HTTP/1.1 request: returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}

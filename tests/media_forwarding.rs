@@ -1,0 +1,134 @@
+//! Whole-server behaviour with real WebRTC: a str0m client publishes synthetic RTP to a
+//! hopcast process, str0m clients play it, and the bytes must arrive intact.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hopcast::media::MediaEvent;
+use hopcast::protocol::{reason, StreamStatus};
+
+const STATUS_WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_packets_reach_several_players_intact() {
+    let server = Server::start(&[]);
+    let client = client_media();
+    let media = &client.media;
+
+    let source = media.next_id();
+    media.add_source(source);
+    let publisher = connect(&server).await;
+    let mut published = publisher.publish(media, "cam", source).await.unwrap();
+    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+
+    let mut taps = Vec::new();
+    let mut players = Vec::new();
+    for _ in 0..3 {
+        let session = connect(&server).await;
+        let sink = media.next_id();
+        taps.push(media.tap(sink));
+        let mut player = session.play(media, "cam", sink).await.unwrap();
+        player.wait_for(StreamStatus::Playing, STATUS_WAIT).await.unwrap();
+        players.push((session, player));
+    }
+    // ICE/DTLS on our side may finish a moment after the server reports PLAYING.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_packets(media, source, 1, 200).await;
+    for tap in &mut taps {
+        let got = collect(tap, Duration::from_secs(2)).await;
+        let (video, audio) = verify_intact(&got);
+        assert!(video >= 190 && audio >= 190, "video {video}, audio {audio} of 200 each");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_join_requests_a_keyframe_from_the_publisher() {
+    let server = Server::start(&[]);
+    let mut client = client_media();
+    let source = client.media.next_id();
+    client.media.add_source(source);
+    let publisher = connect(&server).await;
+    let mut published = publisher.publish(&client.media, "kf", source).await.unwrap();
+    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    // The server can only ask for a keyframe once video has arrived.
+    send_packets(&client.media, source, 1, 20).await;
+    // Requests are merged within 200 ms; let the one from our own connect pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while client.events.try_recv().is_ok() {}
+
+    let viewer = connect(&server).await;
+    let sink = client.media.next_id();
+    let mut player = viewer.play(&client.media, "kf", sink).await.unwrap();
+    player.wait_for(StreamStatus::Playing, STATUS_WAIT).await.unwrap();
+    let requested = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match client.events.recv().await {
+                Some(MediaEvent::KeyframeRequested { key }) if key == source => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(requested, Ok(true), "the server never asked the publisher for a keyframe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublish_stops_players_and_the_name_can_be_published_again() {
+    let server = Server::start(&[]);
+    let client = client_media();
+    let media = &client.media;
+    let session = connect(&server).await;
+
+    let source = media.next_id();
+    media.add_source(source);
+    let mut published = session.publish(media, "again", source).await.unwrap();
+    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    let viewer = connect(&server).await;
+    let mut player = viewer.play(media, "again", media.next_id()).await.unwrap();
+    player.wait_for(StreamStatus::Playing, STATUS_WAIT).await.unwrap();
+
+    published.stop();
+    let unpublished = published.next_status().await.unwrap();
+    assert_eq!(unpublished.status, StreamStatus::Unpublished);
+    let stopped = player.next_status().await.unwrap();
+    assert_eq!((stopped.status, stopped.info.as_deref()), (StreamStatus::Stopped, Some(reason::PUBLISHER_STOP)));
+
+    let mut republished = session.publish(media, "again", source).await.unwrap();
+    republished.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    let sink = media.next_id();
+    let mut tap = media.tap(sink);
+    let mut player = viewer.play(media, "again", sink).await.unwrap();
+    player.wait_for(StreamStatus::Playing, STATUS_WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_packets(media, source, 1000, 50).await;
+    let (video, _) = verify_intact(&collect(&mut tap, Duration::from_secs(1)).await);
+    assert!(video >= 45, "only {video} of 50 packets after republish");
+
+    player.stop();
+    let stopped = player.next_status().await.unwrap();
+    assert_eq!(stopped.status, StreamStatus::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_disconnect_stops_players_with_a_reason() {
+    let server = Server::start(&[]);
+    let client = client_media();
+    let media = &client.media;
+    let source = media.next_id();
+    media.add_source(source);
+    let publisher = connect(&server).await;
+    let mut published = publisher.publish(media, "gone", source).await.unwrap();
+    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    let viewer = connect(&server).await;
+    let mut player = viewer.play(media, "gone", media.next_id()).await.unwrap();
+    player.wait_for(StreamStatus::Playing, STATUS_WAIT).await.unwrap();
+
+    publisher.close();
+    let stopped = tokio::time::timeout(STATUS_WAIT, player.next_status()).await.unwrap().unwrap();
+    assert_eq!((stopped.status, stopped.info.as_deref()), (StreamStatus::Stopped, Some(reason::PUBLISHER_STOP)));
+    let (status, body) = http(server.http, "POST", "/rest-api/stream/find", Some(r#"{"name":"gone"}"#));
+    assert_eq!(status, 404, "stream still listed: {body}");
+}
