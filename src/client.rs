@@ -61,6 +61,8 @@ pub struct SignalingClient {
     outgoing: mpsc::UnboundedSender<Message>,
     routes: Routes,
     closed: watch::Receiver<bool>,
+    /// Messages not addressed to a subscribed stream (`fail` warnings, `pong`, ...).
+    unrouted: tokio::sync::Mutex<mpsc::UnboundedReceiver<ServerMessage>>,
     pub session_id: String,
     pub user_data: Map<String, Value>,
 }
@@ -133,7 +135,8 @@ impl SignalingClient {
         .await
         .map_err(|_| ClientError::Timeout("getUserData"))??;
         let session_id = user_data.get("sessionId").and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(Arc::new(SignalingClient { outgoing, routes, closed, session_id, user_data }))
+        let unrouted = tokio::sync::Mutex::new(unrouted);
+        Ok(Arc::new(SignalingClient { outgoing, routes, closed, unrouted, session_id, user_data }))
     }
 
     pub fn send(&self, message: ClientMessage) {
@@ -157,6 +160,11 @@ impl SignalingClient {
 
     pub fn close(&self) {
         let _ = self.outgoing.send(Message::Close(None));
+    }
+
+    /// The next message not addressed to a subscribed stream; `None` once closed.
+    pub async fn next_unrouted(&self) -> Option<ServerMessage> {
+        self.unrouted.lock().await.recv().await
     }
 
     /// Messages for one mediaSessionId.
