@@ -177,16 +177,32 @@ impl SignalingClient {
     }
 
     /// Publish local stream `source` under `name`; resolves once the answer is applied.
-    pub async fn publish(self: &Arc<Self>, media: &MediaHandle, name: &str, source: StreamKey) -> Result<ClientStream, ClientError> {
+    pub async fn publish(
+        self: &Arc<Self>,
+        media: &MediaHandle,
+        name: &str,
+        source: StreamKey,
+    ) -> Result<ClientStream, ClientError> {
         self.start(media, name, Role::Consumer(source), true).await
     }
 
     /// Play the server's `name` into local stream `sink`.
-    pub async fn play(self: &Arc<Self>, media: &MediaHandle, name: &str, sink: StreamKey) -> Result<ClientStream, ClientError> {
+    pub async fn play(
+        self: &Arc<Self>,
+        media: &MediaHandle,
+        name: &str,
+        sink: StreamKey,
+    ) -> Result<ClientStream, ClientError> {
         self.start(media, name, Role::Producer(sink), false).await
     }
 
-    async fn start(self: &Arc<Self>, media: &MediaHandle, name: &str, role: Role, published: bool) -> Result<ClientStream, ClientError> {
+    async fn start(
+        self: &Arc<Self>,
+        media: &MediaHandle,
+        name: &str,
+        role: Role,
+        published: bool,
+    ) -> Result<ClientStream, ClientError> {
         let media_session_id = uuid::Uuid::new_v4().to_string();
         let peer = media.next_id();
         let mut messages = self.subscribe(&media_session_id);
@@ -225,7 +241,15 @@ impl SignalingClient {
             self.routes.lock().unwrap().remove(&media_session_id);
             return Err(e);
         }
-        Ok(ClientStream { media_session_id, name: name.to_string(), peer, published, messages, client: self.clone(), media: media.clone() })
+        Ok(ClientStream {
+            media_session_id,
+            name: name.to_string(),
+            peer,
+            published,
+            messages,
+            client: self.clone(),
+            media: media.clone(),
+        })
     }
 }
 
@@ -269,7 +293,11 @@ impl ClientStream {
 
     /// `unPublishStream` or `stopStream`, and drop the local peer.
     pub fn stop(&self) {
-        let r = StreamRef { media_session_id: self.media_session_id.clone(), name: self.name.clone(), published: self.published };
+        let r = StreamRef {
+            media_session_id: self.media_session_id.clone(),
+            name: self.name.clone(),
+            published: self.published,
+        };
         self.client.send(if self.published { ClientMessage::UnPublishStream(r) } else { ClientMessage::StopStream(r) });
         self.media.remove_peer(self.peer, true);
     }

@@ -153,7 +153,10 @@ impl Config {
         let tls_cert = path("tls.cert");
         let tls_key = path("tls.key");
         if tls_cert.is_some() != tls_key.is_some() {
-            return Err(bad(if tls_cert.is_some() { "tls.key" } else { "tls.cert" }, "tls.cert and tls.key set together"));
+            return Err(bad(
+                if tls_cert.is_some() { "tls.key" } else { "tls.cert" },
+                "tls.cert and tls.key set together",
+            ));
         }
         let max_message_size = number("ws.max_message_size")? as usize;
         if max_message_size < 1024 {

@@ -47,7 +47,7 @@ impl Hub {
     /// `connection`: echo the client's data with our session id and token (`getUserData`).
     pub fn establish(&self, session: &str, mut data: Map<String, Value>) {
         data.insert("sessionId".into(), session.into());
-        if !data.get("authToken").is_some_and(|t| t.as_str().is_some_and(|t| !t.is_empty())) {
+        if data.get("authToken").and_then(Value::as_str).is_none_or(str::is_empty) {
             data.insert("authToken".into(), session.into());
         }
         let mut registry = self.registry();

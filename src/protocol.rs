@@ -319,11 +319,17 @@ mod tests {
     #[test]
     fn bad_frames_are_errors_not_panics() {
         assert!(matches!(ClientMessage::decode("{"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(ClientMessage::decode(r#"{"message":"dance","data":[]}"#), Err(DecodeError::UnknownMessage(_))));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"message":"dance","data":[]}"#),
+            Err(DecodeError::UnknownMessage(_))
+        ));
         assert!(matches!(
             ClientMessage::decode(r#"{"message":"publishStream","data":[7]}"#),
             Err(DecodeError::BadArguments { .. })
         ));
-        assert!(matches!(ClientMessage::decode(r#"{"message":"publishStream"}"#), Err(DecodeError::BadArguments { .. })));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"message":"publishStream"}"#),
+            Err(DecodeError::BadArguments { .. })
+        ));
     }
 }

@@ -136,7 +136,13 @@ impl Registry {
     }
 
     /// Register a publisher (status PENDING) under a free name.
-    pub fn begin_publish(&mut self, session: &str, req: &StreamRequest, peer: PeerId, key: StreamKey) -> Result<(), &'static str> {
+    pub fn begin_publish(
+        &mut self,
+        session: &str,
+        req: &StreamRequest,
+        peer: PeerId,
+        key: StreamKey,
+    ) -> Result<(), &'static str> {
         self.check_new(session, req)?;
         if self.names.contains_key(&req.name) {
             return Err(reason::NAME_IN_USE);
@@ -173,8 +179,11 @@ impl Registry {
     }
 
     pub fn find(&self, filter: &StreamFilter) -> Vec<StreamInfo> {
-        let mut found: Vec<StreamInfo> = self.streams.values().map(|s| s.info.clone()).filter(|i| filter.matches(i)).collect();
-        found.sort_by(|a, b| (&a.name, !a.published, &a.media_session_id).cmp(&(&b.name, !b.published, &b.media_session_id)));
+        let mut found: Vec<StreamInfo> =
+            self.streams.values().map(|s| s.info.clone()).filter(|i| filter.matches(i)).collect();
+        found.sort_by(|a, b| {
+            (&a.name, !a.published, &a.media_session_id).cmp(&(&b.name, !b.published, &b.media_session_id))
+        });
         found
     }
 
@@ -216,8 +225,12 @@ impl Registry {
 
     /// The session is gone: its streams end (players of its publications are stopped).
     pub fn remove_session(&mut self, id: &str) -> Vec<Effect> {
-        let owned: Vec<String> =
-            self.streams.values().filter(|s| s.info.session_id == id).map(|s| s.info.media_session_id.clone()).collect();
+        let owned: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.info.session_id == id)
+            .map(|s| s.info.media_session_id.clone())
+            .collect();
         // Tell the session too: a relay agent's session outlives its connection.
         let mut effects = Vec::new();
         for ms in owned {
@@ -233,7 +246,13 @@ mod tests {
     use super::*;
 
     fn req(id: &str, name: &str) -> StreamRequest {
-        StreamRequest { media_session_id: id.into(), name: name.into(), has_audio: true, has_video: true, ..Default::default() }
+        StreamRequest {
+            media_session_id: id.into(),
+            name: name.into(),
+            has_audio: true,
+            has_video: true,
+            ..Default::default()
+        }
     }
 
     fn registry() -> (Registry, mpsc::UnboundedReceiver<Outbound>) {

@@ -72,10 +72,7 @@ pub fn routes(hub: Arc<Hub>, extra: Router) -> Router {
         .route("/connection/terminate", post(connection_terminate))
         .with_state(hub)
         .merge(extra);
-    Router::new()
-        .nest("/rest-api", api)
-        .fallback(unknown)
-        .layer(middleware::from_fn(cors))
+    Router::new().nest("/rest-api", api).fallback(unknown).layer(middleware::from_fn(cors))
 }
 
 async fn unknown(method: Method, uri: axum::http::Uri) -> ApiError {

@@ -113,11 +113,15 @@ async fn stream_requests_with_bad_sdp_names_or_ids_fail_with_reasons() {
     let media = &cm.media;
     let client = connect(&server).await;
 
-    let status = request_status(&client, ClientMessage::PublishStream(request("bad-sdp", "x", "this is not SDP")), "bad-sdp").await;
+    let status =
+        request_status(&client, ClientMessage::PublishStream(request("bad-sdp", "x", "this is not SDP")), "bad-sdp")
+            .await;
     assert_eq!(status.status, StreamStatus::Failed);
     assert!(status.info.as_deref().unwrap().starts_with("Invalid SDP"), "{status:?}");
 
-    let status = request_status(&client, ClientMessage::PlayStream(request("nobody", "nobody-publishes", "v=0")), "nobody").await;
+    let status =
+        request_status(&client, ClientMessage::PlayStream(request("nobody", "nobody-publishes", "v=0")), "nobody")
+            .await;
     assert_eq!((status.status, status.info.as_deref()), (StreamStatus::Failed, Some(reason::STREAM_NOT_FOUND)));
 
     let source = media.next_id();
@@ -138,7 +142,8 @@ async fn stream_requests_with_bad_sdp_names_or_ids_fail_with_reasons() {
     let offer = media.offer(peer, Role::Producer(media.next_id())).await.unwrap();
     let h264_only = strip_codec(&offer, "VP8");
     assert!(!h264_only.contains("VP8") && h264_only.contains("H264"));
-    let status = request_status(&other, ClientMessage::PlayStream(request("h264-only", "taken", &h264_only)), "h264-only").await;
+    let status =
+        request_status(&other, ClientMessage::PlayStream(request("h264-only", "taken", &h264_only)), "h264-only").await;
     assert_eq!((status.status, status.info.as_deref()), (StreamStatus::Failed, Some(reason::NO_COMMON_CODECS)));
 
     // The refusals left nothing behind: only the publisher is listed.
@@ -156,7 +161,9 @@ async fn requests_before_connection_fail_with_session_does_not_exist() {
     let publish = ClientMessage::PublishStream(request("early", "early", "v=0"));
     ws.send(Message::Text(publish.encode().into())).await.unwrap();
     let reply = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-    let ServerMessage::StreamStatus(s) = ServerMessage::decode(reply.to_text().unwrap()).unwrap() else { panic!("{reply:?}") };
+    let ServerMessage::StreamStatus(s) = ServerMessage::decode(reply.to_text().unwrap()).unwrap() else {
+        panic!("{reply:?}")
+    };
     assert_eq!((s.status, s.info.as_deref()), (StreamStatus::Failed, Some(reason::SESSION_DOES_NOT_EXIST)));
 }
 
@@ -214,13 +221,22 @@ fn rest_answers_bad_calls_with_json_errors() {
     let (code, msg) = error(http(server.http, "POST", "/rest-api/stream/find", Some("{broken")));
     assert_eq!(code, 400);
     assert!(msg.starts_with("Invalid request body"), "{msg}");
-    assert_eq!(error(http(server.http, "POST", "/rest-api/stream/terminate", Some("{}"))), (400, "Missing field 'mediaSessionId'".into()));
-    assert_eq!(error(http(server.http, "POST", "/rest-api/connection/terminate", Some(r#"{"sessionId":""}"#))), (400, "Missing field 'sessionId'".into()));
+    assert_eq!(
+        error(http(server.http, "POST", "/rest-api/stream/terminate", Some("{}"))),
+        (400, "Missing field 'mediaSessionId'".into())
+    );
+    assert_eq!(
+        error(http(server.http, "POST", "/rest-api/connection/terminate", Some(r#"{"sessionId":""}"#))),
+        (400, "Missing field 'sessionId'".into())
+    );
     assert_eq!(
         error(http(server.http, "POST", "/rest-api/stream/terminate", Some(r#"{"mediaSessionId":"nope"}"#))),
         (404, "Stream with mediaSessionId 'nope' not found".into())
     );
-    assert_eq!(error(http(server.http, "POST", "/rest-api/does/not_exist", Some("{}"))), (404, "Unknown REST method POST /rest-api/does/not_exist".into()));
+    assert_eq!(
+        error(http(server.http, "POST", "/rest-api/does/not_exist", Some("{}"))),
+        (404, "Unknown REST method POST /rest-api/does/not_exist".into())
+    );
     assert_eq!(error(http(server.http, "GET", "/rest-api/stream/find_all", None)), (404, "No streams found".into()));
     let (code, _) = http(server.http, "POST", "/rest-api/stream/find", Some(r#"{"published":"yes"}"#));
     assert_eq!(code, 400);
@@ -241,6 +257,8 @@ fn rest_allows_cross_origin_calls() {
     assert!(preflight.starts_with("http/1.1 204"), "{preflight}");
     assert!(preflight.contains("access-control-allow-origin: *"));
     assert!(preflight.contains("access-control-allow-methods: get, post, options"));
-    let get = raw("GET /rest-api/stream/find_all HTTP/1.1\r\nHost: x\r\nOrigin: http://elsewhere\r\nConnection: close\r\n\r\n");
+    let get = raw(
+        "GET /rest-api/stream/find_all HTTP/1.1\r\nHost: x\r\nOrigin: http://elsewhere\r\nConnection: close\r\n\r\n",
+    );
     assert!(get.contains("access-control-allow-origin: *"), "{get}");
 }

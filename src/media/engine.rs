@@ -134,11 +134,15 @@ pub fn start(
             engine.run(cmd_rx).await;
         });
     })?;
-    let handle = MediaHandle { commands: cmd_tx, ids: Arc::new(AtomicU64::new(1)), shared_addrs: Arc::new(shared_addrs) };
+    let handle =
+        MediaHandle { commands: cmd_tx, ids: Arc::new(AtomicU64::new(1)), shared_addrs: Arc::new(shared_addrs) };
     Ok((handle, event_rx))
 }
 
-fn bind_shared(ips: &[(IpAddr, IpAddr)], ports: std::ops::RangeInclusive<u16>) -> io::Result<Vec<(SocketAddr, std::net::UdpSocket)>> {
+fn bind_shared(
+    ips: &[(IpAddr, IpAddr)],
+    ports: std::ops::RangeInclusive<u16>,
+) -> io::Result<Vec<(SocketAddr, std::net::UdpSocket)>> {
     let mut last_error = io::Error::new(io::ErrorKind::AddrInUse, "no free media port");
     for port in ports {
         let mut bound = Vec::new();

@@ -112,10 +112,7 @@ pub struct RouterStats {
 /// Codecs of synthetic sources: Opus and VP8 with str0m's default payload types.
 pub fn source_codecs() -> Vec<PayloadParams> {
     let all = CodecConfig::new_with_defaults();
-    [Codec::Opus, Codec::Vp8]
-        .iter()
-        .filter_map(|c| all.find(|p| p.spec().codec == *c).copied())
-        .collect()
+    [Codec::Opus, Codec::Vp8].iter().filter_map(|c| all.find(|p| p.spec().codec == *c).copied()).collect()
 }
 
 /// Payload type a synthetic source uses for `kind`.
@@ -234,9 +231,10 @@ impl Router {
     /// Make an offer as a full-ICE client peer bound to the dedicated address `local`.
     pub fn offer(&mut self, id: PeerId, role: Role, local: SocketAddr, now: Instant) -> Result<String, MediaError> {
         let (codecs, kinds) = match role {
-            Role::Producer(_) => {
-                (publish_codecs(None), vec![(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Video, Direction::RecvOnly)])
-            }
+            Role::Producer(_) => (
+                publish_codecs(None),
+                vec![(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Video, Direction::RecvOnly)],
+            ),
             Role::Consumer(key) => {
                 let codecs = self.consumer_codecs(key)?;
                 let kinds = [MediaKind::Audio, MediaKind::Video]
@@ -269,9 +267,8 @@ impl Router {
         let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| MediaError::BadSdp(e.to_string()));
         let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer)?;
         let pending = peer.pending_offer.take().ok_or(MediaError::UnknownPeer)?;
-        let result = answer.and_then(|a| {
-            peer.rtc.sdp_api().accept_answer(pending, a).map_err(|e| MediaError::BadSdp(e.to_string()))
-        });
+        let result = answer
+            .and_then(|a| peer.rtc.sdp_api().accept_answer(pending, a).map_err(|e| MediaError::BadSdp(e.to_string())));
         if let Err(e) = result {
             self.remove_peer(id, false, now);
             return Err(e);
@@ -565,11 +562,8 @@ impl Router {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.fail_peer(id, reason::ICE_TIMEOUT, now);
             }
-            Event::MediaAdded(m) => {
-                if !peer.mids.iter().any(|(mid, _)| *mid == m.mid) {
-                    peer.mids.push((m.mid, m.kind));
-                }
-            }
+            // Mids come from the SDP at negotiation; str0m announces them only later.
+            Event::MediaAdded(_) => {}
             Event::RtpPacket(pkt) => {
                 let Role::Producer(key) = peer.role else { return };
                 if pkt.payload.is_empty() {
@@ -629,9 +623,15 @@ impl Router {
             }
             let mut api = peer.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(track.mid, None) else { continue };
-            let write = RtpWrite::new(pt, (dst0 + packet.seq - src0).into(), packet.timestamp, packet.arrival, packet.payload.clone())
-                .marker(packet.marker)
-                .nackable(true);
+            let write = RtpWrite::new(
+                pt,
+                (dst0 + packet.seq - src0).into(),
+                packet.timestamp,
+                packet.arrival,
+                packet.payload.clone(),
+            )
+            .marker(packet.marker)
+            .nackable(true);
             tx.write_rtp(write);
             self.stats.packets_forwarded += 1;
             mark_dirty(&mut self.dirty, peer, cid);
@@ -669,11 +669,13 @@ fn msid_for(role: Role) -> String {
 /// Opus plus the video codec a publisher prefers (both VP8 and H264 when unknown).
 fn publish_codecs(video: Option<VideoCodec>) -> Vec<PayloadParams> {
     let all = CodecConfig::new_with_defaults();
-    let wanted = |c: Codec| match (c, video) {
-        (Codec::Opus, _) => true,
-        (Codec::Vp8, None | Some(VideoCodec::Vp8)) => true,
-        (Codec::H264, None | Some(VideoCodec::H264)) => true,
-        _ => false,
+    let wanted = |c: Codec| {
+        matches!(
+            (c, video),
+            (Codec::Opus, _)
+                | (Codec::Vp8, None | Some(VideoCodec::Vp8))
+                | (Codec::H264, None | Some(VideoCodec::H264))
+        )
     };
     all.params().iter().filter(|p| wanted(p.spec().codec)).copied().collect()
 }

@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn unifies_stream_ids_and_cnames() {
-        let answer = "a=msid:aaa t1\r\na=ssrc:1 cname:x\r\na=ssrc:1 msid:aaa t1\r\na=msid:bbb t2\r\na=ssrc:2 cname:y\r\n";
+        let answer =
+            "a=msid:aaa t1\r\na=ssrc:1 cname:x\r\na=ssrc:1 msid:aaa t1\r\na=msid:bbb t2\r\na=ssrc:2 cname:y\r\n";
         let out = unify_msid(answer, "S");
         assert_eq!(out, "a=msid:S t1\r\na=ssrc:1 cname:S\r\na=ssrc:1 msid:S t1\r\na=msid:S t2\r\na=ssrc:2 cname:S\r\n");
     }

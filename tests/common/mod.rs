@@ -31,7 +31,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
-        Self::start_with_ports(&["--ws-port", "0", "--wss-port", "0", "--http-port", "0", "--https-port", "0", "--media-port", "0"], extra)
+        Self::start_with_ports(
+            &["--ws-port", "0", "--wss-port", "0", "--http-port", "0", "--https-port", "0", "--media-port", "0"],
+            extra,
+        )
     }
 
     pub fn start_with_ports(ports: &[&str], extra: &[&str]) -> Server {
@@ -161,7 +164,11 @@ pub fn verify_intact(got: &[SourcePacket]) -> (usize, usize) {
         let seq = u64::from_be_bytes(p.payload[1..9].try_into().unwrap());
         let len = if kind == MediaKind::Video { 1000 } else { 120 };
         assert_eq!(&p.payload[..], &payload(kind, seq, len)[..], "payload bytes changed in transit");
-        if kind == MediaKind::Video { video += 1 } else { audio += 1 }
+        if kind == MediaKind::Video {
+            video += 1
+        } else {
+            audio += 1
+        }
     }
     (video, audio)
 }
