@@ -126,8 +126,7 @@ async fn a_self_signed_certificate_is_made_when_none_is_configured() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.wss)).await.unwrap();
     let tls = hopcast::tls::client_config(None).unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let err =
-        tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.err().expect("self-signed must not verify");
+    let err = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.expect_err("self-signed must not verify");
     assert!(err.to_string().contains("certificate"), "{err}");
 }
 
