@@ -183,7 +183,7 @@ impl SignalingClient {
         name: &str,
         source: StreamKey,
     ) -> Result<ClientStream, ClientError> {
-        self.start(media, name, Role::Consumer(source), true).await
+        self.start(media, media.next_id(), name, Role::Consumer(source)).await
     }
 
     /// Play the server's `name` into local stream `sink`.
@@ -193,18 +193,20 @@ impl SignalingClient {
         name: &str,
         sink: StreamKey,
     ) -> Result<ClientStream, ClientError> {
-        self.start(media, name, Role::Producer(sink), false).await
+        self.start(media, media.next_id(), name, Role::Producer(sink)).await
     }
 
-    async fn start(
+    /// Publish (`Role::Consumer(source)`) or play (`Role::Producer(sink)`) through the
+    /// local media peer `peer`, which the caller may have registered already.
+    pub async fn start(
         self: &Arc<Self>,
         media: &MediaHandle,
+        peer: PeerId,
         name: &str,
         role: Role,
-        published: bool,
     ) -> Result<ClientStream, ClientError> {
+        let published = matches!(role, Role::Consumer(_));
         let media_session_id = uuid::Uuid::new_v4().to_string();
-        let peer = media.next_id();
         let mut messages = self.subscribe(&media_session_id);
         let offer = media.offer(peer, role).await?;
         let request = StreamRequest {
@@ -289,6 +291,21 @@ impl ClientStream {
         })
         .await
         .unwrap_or(Err(ClientError::Timeout("a stream status")))
+    }
+
+    /// Stop, and wait (at most `within`) for the server to confirm with a final status.
+    pub async fn stop_and_wait(&mut self, within: Duration) -> Option<StreamInfo> {
+        self.stop();
+        let confirmed = tokio::time::timeout(within, async {
+            loop {
+                match self.next_status().await {
+                    Some(s) if s.status.is_final() => return Some(s),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        });
+        confirmed.await.ok().flatten()
     }
 
     /// `unPublishStream` or `stopStream`, and drop the local peer.

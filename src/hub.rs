@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use crate::media::{MediaError, MediaEvent, MediaHandle, Role};
+use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, Role, StreamKey};
 use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus, TrackState};
 use crate::registry::{Effect, Outbound, Registry, StreamFilter};
 
@@ -53,6 +53,45 @@ impl Hub {
         let mut registry = self.registry();
         registry.establish(session, data.clone());
         registry.send(session, ServerMessage::GetUserData(data));
+    }
+
+    /// A session for a server-internal client (a relay agent's local side).
+    pub fn open_internal_session(&self, label: String) -> (String, mpsc::UnboundedReceiver<Outbound>) {
+        let (id, outbox) = self.open_session(label);
+        self.registry().establish(&id, Map::new());
+        (id, outbox)
+    }
+
+    /// Register a local player whose media peer already exists (a push relay's source
+    /// leg); returns the stream key it consumes.
+    pub fn register_player(
+        &self,
+        session: &str,
+        media_session_id: &str,
+        name: &str,
+        peer: PeerId,
+    ) -> Result<StreamKey, &'static str> {
+        let req = internal_request(media_session_id, name);
+        self.registry().begin_play(session, &req, peer)
+    }
+
+    /// Register a local publisher fed by an existing media peer (a pull relay's output).
+    pub fn register_publisher(
+        &self,
+        session: &str,
+        media_session_id: &str,
+        name: &str,
+        peer: PeerId,
+        key: StreamKey,
+    ) -> Result<(), &'static str> {
+        let req = internal_request(media_session_id, name);
+        self.registry().begin_publish(session, &req, peer, key)
+    }
+
+    /// End one stream with a final status (no-op when it is already gone).
+    pub fn end_stream(&self, media_session_id: &str, status: StreamStatus, why: &str) {
+        let effects = self.registry().end(media_session_id, status, Some(why), true);
+        self.apply(effects);
     }
 
     /// The connection is gone: end everything the session owned.
@@ -188,5 +227,16 @@ impl Hub {
         };
         drop(registry);
         self.apply(effects);
+    }
+}
+
+fn internal_request(media_session_id: &str, name: &str) -> StreamRequest {
+    StreamRequest {
+        media_session_id: media_session_id.to_string(),
+        name: name.to_string(),
+        has_audio: true,
+        has_video: true,
+        media_provider: "WebRTC".into(),
+        ..Default::default()
     }
 }

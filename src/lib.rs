@@ -6,7 +6,7 @@
 //! [`registry`] and asks [`media`] for WebRTC peers. [`media`] runs one thread that owns
 //! the UDP socket and forwards RTP from each stream's producer to its consumers. The
 //! REST API ([`rest`]) reads and changes the registry. [`client`] is the other side of
-//! the same protocol, used by relay agents, tests and the load generator.
+//! the same protocol, used by relay agents ([`relay`]), tests and the load generator.
 
 pub mod client;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod hub;
 pub mod media;
 pub mod protocol;
 pub mod registry;
+pub mod relay;
 pub mod rest;
 pub mod server;
 pub mod signaling;

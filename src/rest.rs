@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::hub::Hub;
 use crate::registry::StreamFilter;
+use crate::relay::{Direction, RelayError, RelayFilter, RelayManager, RelayRequest};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -62,8 +63,15 @@ pub fn found<T: serde::Serialize>(list: Vec<T>, what: &str) -> ApiResult {
     Ok(Json(list).into_response())
 }
 
-/// The stream and connection calls; `extra` adds other families (the relay calls).
-pub fn routes(hub: Arc<Hub>, extra: Router) -> Router {
+/// Every REST route of the server.
+pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>) -> Router {
+    let relay_api = Router::new()
+        .route("/pull/push", post(pull_push))
+        .route("/pull/pull", post(pull_pull))
+        .route("/pull/find_all", get(pull_find_all).post(pull_find_all))
+        .route("/pull/find", post(pull_find))
+        .route("/pull/terminate", post(pull_terminate))
+        .with_state(relays);
     let api = Router::new()
         .route("/stream/find_all", get(stream_find_all).post(stream_find_all))
         .route("/stream/find", post(stream_find))
@@ -71,7 +79,7 @@ pub fn routes(hub: Arc<Hub>, extra: Router) -> Router {
         .route("/connection/find_all", get(connection_find_all).post(connection_find_all))
         .route("/connection/terminate", post(connection_terminate))
         .with_state(hub)
-        .merge(extra);
+        .merge(relay_api);
     Router::new().nest("/rest-api", api).fallback(unknown).layer(middleware::from_fn(cors))
 }
 
@@ -148,4 +156,40 @@ async fn connection_terminate(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiRe
         return Err(ApiError::not_found(format!("Connection '{id}' not found")));
     }
     Ok(StatusCode::OK.into_response())
+}
+
+impl From<RelayError> for ApiError {
+    fn from(e: RelayError) -> Self {
+        let status = match e {
+            RelayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RelayError::NotFound(_) => StatusCode::NOT_FOUND,
+            RelayError::Conflict(_) => StatusCode::CONFLICT,
+            RelayError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+async fn pull_push(State(relays): State<Arc<RelayManager>>, body: Bytes) -> ApiResult {
+    let req: RelayRequest = parse_body(&body)?;
+    Ok(Json(relays.start(Direction::Push, req).await?).into_response())
+}
+
+async fn pull_pull(State(relays): State<Arc<RelayManager>>, body: Bytes) -> ApiResult {
+    let req: RelayRequest = parse_body(&body)?;
+    Ok(Json(relays.start(Direction::Pull, req).await?).into_response())
+}
+
+async fn pull_find_all(State(relays): State<Arc<RelayManager>>) -> ApiResult {
+    found(relays.find(&RelayFilter::default()), "relays")
+}
+
+async fn pull_find(State(relays): State<Arc<RelayManager>>, body: Bytes) -> ApiResult {
+    let filter: RelayFilter = parse_body(&body)?;
+    found(relays.find(&filter), "relays")
+}
+
+async fn pull_terminate(State(relays): State<Arc<RelayManager>>, body: Bytes) -> ApiResult {
+    let filter: RelayFilter = parse_body(&body)?;
+    Ok(Json(relays.terminate(&filter).await?).into_response())
 }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::media::engine;
+use crate::relay::{AgentConfig, RelayManager};
 use crate::signaling::{self, SignalingState};
 use crate::{rest, tls};
 
@@ -22,6 +23,7 @@ pub struct RunningServer {
     pub https: SocketAddr,
     pub media: Vec<SocketAddr>,
     pub hub: Arc<Hub>,
+    pub relays: Arc<RelayManager>,
 }
 
 impl RunningServer {
@@ -63,7 +65,13 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         keep_alive: config.keep_alive,
         max_message_size: config.max_message_size,
     });
-    let api = rest::routes(hub.clone(), Router::new());
+    let agent = AgentConfig {
+        ssl: config.agent_ssl,
+        tls: tls::client_config(config.agent_ssl_ca_file.as_deref())?,
+        reconnect_max: config.relay_reconnect_max,
+    };
+    let relays = RelayManager::new(hub.clone(), agent);
+    let api = rest::routes(hub.clone(), relays.clone());
 
     let ws = listen(config.ws_port, "ws").await?;
     let wss = listen(config.wss_port, "wss").await?;
@@ -77,6 +85,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         https: addrs(&https)?,
         media: media_addrs,
         hub,
+        relays,
     };
     let wss = tls::TlsListener::new(wss, tls.clone()).map_err(|e| e.to_string())?;
     let https = tls::TlsListener::new(https, tls).map_err(|e| e.to_string())?;

@@ -2,7 +2,6 @@
 //! decodes client messages, runs them through the [`Hub`], writes the session's outbox
 //! back to the socket, and pings the client to detect dead sessions.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
+use tracing::Instrument;
 
 use crate::config::KeepAlive;
 use crate::hub::Hub;
@@ -37,16 +37,20 @@ async fn upgrade(
 ) -> Response {
     // The transport bound is generous; the protocol bound (a `fail` warning) comes first.
     let hard_limit = state.max_message_size * 4;
-    ws.max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| serve_connection(state, socket, remote))
+    ws.max_message_size(hard_limit).max_frame_size(hard_limit).on_upgrade(move |socket| {
+        let (session, outbox) = state.hub.open_session(remote.to_string());
+        let span = tracing::info_span!("session", id = %session, %remote);
+        serve_connection(state, socket, session, outbox).instrument(span)
+    })
 }
 
-async fn serve_connection(state: SignalingState, mut socket: WebSocket, remote: SocketAddr) {
+async fn serve_connection(
+    state: SignalingState,
+    mut socket: WebSocket,
+    session: String,
+    mut outbox: tokio::sync::mpsc::UnboundedReceiver<Outbound>,
+) {
     let hub = state.hub.clone();
-    let (session, mut outbox) = hub.open_session(remote.to_string());
-    let span = tracing::info_span!("session", id = %session, %remote);
-    let _enter = span.enter();
     tracing::info!("connected");
     let period = state.keep_alive.map(|k| k.interval).unwrap_or(Duration::from_secs(3600));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
