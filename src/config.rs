@@ -29,6 +29,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("keep_alive.probes", "10", "unanswered intervals before a session is dropped"),
     ("ws.max_message_size", "1048576", "largest accepted signaling frame, bytes"),
     ("relay.reconnect_max_ms", "10000", "longest pause between relay reconnect attempts"),
+    ("web.dir", "", "serve the web apps from this folder instead of the copies built in"),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,7 @@ pub struct Config {
     pub keep_alive: Option<KeepAlive>,
     pub max_message_size: usize,
     pub relay_reconnect_max: Duration,
+    pub web_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -178,6 +180,7 @@ impl Config {
             keep_alive,
             max_message_size,
             relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
+            web_dir: path("web.dir"),
         })
     }
 

@@ -19,3 +19,4 @@ pub mod rest;
 pub mod server;
 pub mod signaling;
 pub mod tls;
+pub mod web;

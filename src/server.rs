@@ -14,7 +14,7 @@ use crate::hub::Hub;
 use crate::media::engine;
 use crate::relay::{AgentConfig, RelayManager};
 use crate::signaling::{self, SignalingState};
-use crate::{rest, tls};
+use crate::{rest, tls, web};
 
 pub struct RunningServer {
     pub ws: SocketAddr,
@@ -87,6 +87,14 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         hub,
         relays,
     };
+    let web = web::WebState::new(
+        config.web_dir.clone(),
+        server.ws.port(),
+        server.wss.port(),
+        server.http.port(),
+        server.https.port(),
+    );
+    let api = api.merge(web::routes(web));
     let wss = tls::TlsListener::new(wss, tls.clone()).map_err(|e| e.to_string())?;
     let https = tls::TlsListener::new(https, tls).map_err(|e| e.to_string())?;
     serve(ws, signaling.clone());
