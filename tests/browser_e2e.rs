@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Server;
+use common::{test_pki, Server};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -76,4 +76,68 @@ fn official_sdk_apps_publish_and_play_with_decoded_frames() {
         "video is not decoding: {result}"
     );
     assert!(out.join("player.png").exists());
+}
+
+/// The seed's scenario: Two Way Streaming publishes to server 1, `/pull/push` relays to
+/// server 2, the Player app plays it on server 2.
+fn relay_scenario(test: &str, s1: &Server, s2: &Server, relay_uri: String) {
+    let out = artifacts(test);
+    let args = [
+        "--publish-ws".to_string(),
+        s1.ws_url(),
+        "--name".into(),
+        "origin".into(),
+        "--relay-rest".into(),
+        format!("http://127.0.0.1:{}", s1.http),
+        "--relay-uri".into(),
+        relay_uri,
+        "--play-ws".into(),
+        s2.ws_url(),
+        "--play-name".into(),
+        "relayed".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let result = run_scenario("publish_play.mjs", &args);
+    assert_eq!(result["relay"]["status"], 200, "{result}");
+    let video = &result["video"];
+    assert!(
+        video["framesAfter"].as_u64().unwrap() >= video["framesBefore"].as_u64().unwrap() + 10,
+        "relayed video is not decoding: {result}"
+    );
+    assert!(out.join("player.png").exists());
+}
+
+#[test]
+fn browser_stream_relayed_over_ws_plays_on_the_second_server() {
+    if skip() {
+        return;
+    }
+    let (s1, s2) = (Server::start(&[]), Server::start(&[]));
+    let uri = s2.ws_url();
+    relay_scenario("relay_ws", &s1, &s2, uri);
+}
+
+#[test]
+fn browser_stream_relayed_over_wss_with_wcs_agent_ssl_plays_on_the_second_server() {
+    if skip() {
+        return;
+    }
+    let dir = artifacts("relay_wss_pki");
+    let (ca, cert, key) = test_pki(&dir);
+    let s2 = Server::start(&[
+        "--set",
+        "wcs_agent_ssl=true",
+        "--set",
+        &format!("tls.cert={cert}"),
+        "--set",
+        &format!("tls.key={key}"),
+    ]);
+    let s1 = Server::start(&["--set", "wcs_agent_ssl=true", "--set", &format!("wcs_agent_ssl_ca_file={ca}")]);
+    // With wcs_agent_ssl the agent dials wss:// even for a ws:// URI (the port given is
+    // the remote's TLS port; only WCS's default 8080 is mapped to 8443).
+    let uri = format!("ws://127.0.0.1:{}/", s2.wss);
+    relay_scenario("relay_wss", &s1, &s2, uri);
+    let log = std::fs::read_to_string(&s1.log).unwrap();
+    assert!(log.contains("relay established"), "no relay in server 1's log");
 }

@@ -223,11 +223,11 @@ impl RelayManager {
         };
 
         let (first_tx, first_rx) = oneshot::channel();
-        let agent =
-            agent::Agent::new(self.hub.clone(), relay.clone(), self.relays.clone(), &self.config, url, first_tx);
         let info = relay.info();
         let span = tracing::info_span!("relay", direction = ?info.direction, local = %info.local_stream_name,
-            remote = %info.remote_stream_name, uri = %info.uri);
+            remote = %info.remote_stream_name, dial = %url);
+        let agent =
+            agent::Agent::new(self.hub.clone(), relay.clone(), self.relays.clone(), &self.config, url, first_tx);
         *relay.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(agent.run().instrument(span)));
         match first_rx.await {
             Ok(Ok(())) => Ok(relay.info()),
