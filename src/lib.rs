@@ -17,6 +17,8 @@ pub mod registry;
 pub mod relay;
 pub mod rest;
 pub mod server;
+pub mod server_process;
 pub mod signaling;
+pub mod synthetic;
 pub mod tls;
 pub mod web;

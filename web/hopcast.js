@@ -19,7 +19,9 @@
  *
  * Session: .on(status, cb) (chainable), .disconnect(), .id(), .status(), .createStream().
  * Stream: .publish(), .play(), .stop(), .on(status, cb) (chainable), .status(), .info(),
- * .name(), .id() (the mediaSessionId), .getPeerConnection().
+ * .name(), .id() (the mediaSessionId), .published(), .getPeerConnection().
+ * publish() and play() throw when the stream is not NEW or the session not ESTABLISHED;
+ * later trouble (no camera, bad answer, server refusal) arrives as FAILED with .info().
  * Callbacks get the session or stream object; session ESTABLISHED also gets the server's
  * getUserData object, WARN gets the `fail` object.
  *
@@ -62,6 +64,8 @@ export const STREAM_STATUS = Object.freeze({
 
 // After these the server has forgotten the stream, so we let go of its media too.
 const FINAL = new Set([STREAM_STATUS.FAILED, STREAM_STATUS.STOPPED, STREAM_STATUS.UNPUBLISHED]);
+// Reported through the status channel but not states: they leave status() alone (as in the SDK).
+const EVENTS = new Set([STREAM_STATUS.RESIZE, STREAM_STATUS.SNAPSHOT_COMPLETE, STREAM_STATUS.NOT_ENOUGH_BANDWIDTH]);
 
 /** POST /rest-api/<method> with a JSON body; resolves to {status, body}. */
 export async function rest(method, body) {
@@ -98,13 +102,17 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
   const streams = new Map(); // mediaSessionId -> stream internals
   let status = SESSION_STATUS.PENDING;
   let sessionId = null;
+  let closedByUs = false;
   let ws;
 
   const session = {
     on(event, cb) { callbacks[event] = cb; return session; },
     id: () => sessionId,
     status: () => status,
-    disconnect() { if (ws && ws.readyState <= WebSocket.OPEN) ws.close(); },
+    disconnect() {
+      closedByUs = true;
+      if (ws && ws.readyState <= WebSocket.OPEN) ws.close();
+    },
     createStream: (options) => createStream(options),
   };
 
@@ -145,7 +153,8 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
     });
   };
   // As in the SDK: an error is FAILED, and the close that follows does not override it.
-  ws.onerror = () => setStatus(SESSION_STATUS.FAILED);
+  // Closing a socket that is still connecting also raises an error; that one was our wish.
+  ws.onerror = () => { if (!closedByUs) setStatus(SESSION_STATUS.FAILED); };
   ws.onclose = () => { if (status !== SESSION_STATUS.FAILED) setStatus(SESSION_STATUS.DISCONNECTED); };
   ws.onmessage = (event) => {
     let frame;
@@ -186,7 +195,7 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
     let localMedia = null;
     let video = null;
     let sent = false;      // publishStream/playStream went out: the server will answer
-    let stopping = false;  // stop() before the offer went out
+    let stopping = false;  // stop() was called: do not start media that is still on its way
 
     const stream = {
       on(event, cb) { scb[event] = cb; return stream; },
@@ -221,10 +230,16 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
     }
 
     function show(media) {
-      if (!video) return;
-      video.srcObject = media;
-      // A page without a recent click may not autoplay sound; fall back to muted.
-      video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
+      const v = video; // release() may drop it before play() settles
+      if (!v) return;
+      v.srcObject = media;
+      // A page without a recent click may not autoplay sound; fall back to muted. A
+      // rejection because release() cleared the element is nothing to retry.
+      v.play().catch(() => {
+        if (v !== video) return;
+        v.muted = true;
+        v.play().catch(() => {});
+      });
     }
 
     function release() {
@@ -246,8 +261,14 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
       if (!FINAL.has(sStatus)) fire(STREAM_STATUS.FAILED, e?.message || String(e));
     }
 
-    async function publish() {
+    // publish()/play() throw at once on misuse (like the SDK); what fails later
+    // (camera denied, session gone) ends as a FAILED status instead.
+    function publish() {
       begin(true);
+      return publishMedia();
+    }
+
+    async function publishMedia() {
       try {
         localMedia = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
         if (stopping || FINAL.has(sStatus)) { release(); return; }
@@ -271,8 +292,12 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
       }
     }
 
-    async function play() {
+    function play() {
       begin(false);
+      return playMedia();
+    }
+
+    async function playMedia() {
       try {
         video = makeVideo(false);
         pc = new RTCPeerConnection({ bundlePolicy: 'max-compat' });
@@ -316,6 +341,7 @@ export function createSession({ urlServer, appKey = 'defaultApp', custom } = {})
       },
       update(obj) {
         if (!obj.status || FINAL.has(sStatus)) return;
+        if (EVENTS.has(obj.status)) { scb[obj.status]?.(stream); return; }
         fire(obj.status, obj.info);
       },
     };

@@ -2,10 +2,8 @@
 //! synthetic RTP, and a tiny HTTP client for the REST API.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,81 +11,40 @@ use hopcast::client::SignalingClient;
 use hopcast::media::engine;
 use hopcast::media::router::source_pt;
 use hopcast::media::{MediaEvent, MediaHandle, SourcePacket, StreamKey};
+use hopcast::server_process::{ServerProcess, ANY_PORTS};
 use str0m::media::MediaKind;
 use tokio::sync::mpsc;
 
 pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// A hopcast process; killed and reaped on drop.
-pub struct Server {
-    child: Child,
-    pub ws: u16,
-    pub wss: u16,
-    pub http: u16,
-    pub https: u16,
-    pub media: SocketAddr,
-    pub log: PathBuf,
+/// A hopcast process (killed and reaped on drop), logging to target/tmp/server-logs.
+pub struct Server(ServerProcess);
+
+impl std::ops::Deref for Server {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.0
+    }
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
-        Self::start_with_ports(
-            &["--ws-port", "0", "--wss-port", "0", "--http-port", "0", "--https-port", "0", "--media-port", "0"],
-            extra,
-        )
+        Self::start_with_ports(&ANY_PORTS, extra)
     }
 
     pub fn start_with_ports(ports: &[&str], extra: &[&str]) -> Server {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("hopcast-{}-{}.log", std::process::id(), unique()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hopcast"))
-            .args(ports)
-            .args(["--ip", "127.0.0.1"])
-            .args(extra)
-            .env("RUST_LOG", "hopcast=debug,info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start hopcast");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.starts_with("hopcast ready"), "server did not start: {line:?}, log {}", log.display());
-        let field = |name: &str| -> String {
-            line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).unwrap().to_string()
-        };
-        Server {
-            child,
-            ws: field("ws").parse().unwrap(),
-            wss: field("wss").parse().unwrap(),
-            http: field("http").parse().unwrap(),
-            https: field("https").parse().unwrap(),
-            media: field("media").split(',').next().unwrap().parse().unwrap(),
-            log,
-        }
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/", self.ws)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+        let args: Vec<&str> = ports.iter().chain(extra).copied().collect();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_hopcast"));
+        Server(ServerProcess::start(&binary, &args, log, "hopcast=debug,info").unwrap())
     }
 }
 
@@ -175,18 +132,8 @@ pub fn verify_intact(got: &[SourcePacket]) -> (usize, usize) {
 
 /// Minimal HTTP/1.1 request: returns (status, body).
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let (status, body) = hopcast::server_process::http_request(port, method, path, body);
+    assert_ne!(status, 0, "HTTP request failed: {body}");
     (status, body)
 }
 

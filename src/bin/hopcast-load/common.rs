@@ -1,0 +1,215 @@
+//! What the scenarios share: starting servers, publishing a paced synthetic stream,
+//! players that record loss and delay, percentiles, and the CSV file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hopcast::client::{ClientStream, SignalingClient};
+use hopcast::media::{engine, MediaEvent, MediaHandle};
+use hopcast::protocol::StreamStatus;
+use hopcast::server_process::{ServerProcess, ANY_PORTS};
+use hopcast::synthetic::{read_stamp, SyntheticSource};
+use str0m::media::MediaKind;
+use tokio::sync::{mpsc, watch};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `hopcast` binary next to this one.
+pub fn server_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.with_file_name("hopcast")
+}
+
+pub fn start_server(extra: &[&str]) -> ServerProcess {
+    start_server_on(&ANY_PORTS, extra)
+}
+
+pub fn start_server_on(ports: &[&str], extra: &[&str]) -> ServerProcess {
+    let dir = std::env::temp_dir().join("hopcast-load");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
+    let args: Vec<&str> = ports.iter().chain(extra).copied().collect();
+    ServerProcess::start(&server_binary(), &args, log, "warn").unwrap_or_else(|e| {
+        eprintln!("hopcast-load: {e}");
+        std::process::exit(1)
+    })
+}
+
+/// The load generator's own media engine (its players and publishers live here).
+pub struct Client {
+    pub media: MediaHandle,
+    pub epoch: Instant,
+    events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (media, events) = engine::start(&[(lo, lo)], 0..=0).expect("client media engine");
+        Client { media, epoch: Instant::now(), events: Some(events) }
+    }
+
+    /// Publish a paced synthetic stream; it runs until `stop` turns true.
+    pub async fn publish(&mut self, url: &str, name: &str, bitrate: u64, stop: watch::Receiver<bool>) -> Publisher {
+        let session = SignalingClient::connect(url, None).await.expect("publisher connect");
+        let mut source = SyntheticSource::new(self.media.clone(), bitrate, self.epoch);
+        let key = source.key;
+        let mut stream = session.publish(&self.media, name, key).await.expect("publish");
+        stream.wait_for(StreamStatus::Publishing, WAIT).await.expect("PUBLISHING");
+        let mut events = self.events.take().expect("one publisher per client");
+        let mut stop = stop;
+        let pump = tokio::spawn(async move {
+            loop {
+                let next = source.tick(Instant::now());
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    Some(e) = events.recv() => if e == (MediaEvent::KeyframeRequested { key }) { source.request_keyframe() },
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            source.sent()
+        });
+        Publisher { _session: session, _stream: stream, pump }
+    }
+}
+
+pub struct Publisher {
+    _session: Arc<SignalingClient>,
+    _stream: ClientStream,
+    pub pump: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+/// What one player saw while recording.
+#[derive(Default, Clone)]
+pub struct PlayerStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Per kind: (lowest, highest) sequence seen while recording.
+    pub video_range: Option<(u64, u64)>,
+    pub audio_range: Option<(u64, u64)>,
+    pub delays_us: Vec<u32>,
+    /// Time from the play request to the first keyframe packet.
+    pub first_keyframe: Option<Duration>,
+}
+
+impl PlayerStats {
+    pub fn expected(&self) -> u64 {
+        let span = |r: Option<(u64, u64)>| r.map(|(a, b)| b - a + 1).unwrap_or(0);
+        span(self.video_range) + span(self.audio_range)
+    }
+}
+
+/// A player in the load generator: plays `name` and records while `recording` is true.
+pub struct Player {
+    pub session: Arc<SignalingClient>,
+    pub stream: ClientStream,
+    pub stats: tokio::task::JoinHandle<PlayerStats>,
+    /// Time from the play request to the first packet, and to the first keyframe packet.
+    pub first: watch::Receiver<(Option<Duration>, Option<Duration>)>,
+}
+
+pub async fn play(
+    client: &Client,
+    url: &str,
+    name: &str,
+    recording: watch::Receiver<bool>,
+    done: watch::Receiver<bool>,
+) -> Result<Player, String> {
+    let session = SignalingClient::connect(url, None).await.map_err(|e| e.to_string())?;
+    let sink = client.media.next_id();
+    let mut tap = client.media.tap(sink);
+    let started = Instant::now();
+    let mut stream = session.play(&client.media, name, sink).await.map_err(|e| e.to_string())?;
+    stream.wait_for(StreamStatus::Playing, WAIT).await.map_err(|e| e.to_string())?;
+    let epoch = client.epoch;
+    let mut done = done;
+    let (first_tx, first) = watch::channel((None, None));
+    let stats = tokio::spawn(async move {
+        let mut s = PlayerStats::default();
+        let mut first_packet = None;
+        loop {
+            let packet = tokio::select! {
+                p = tap.recv() => match p { Some(p) => p, None => break },
+                _ = done.wait_for(|d| *d) => break,
+            };
+            let Some(stamp) = read_stamp(&packet.payload) else { continue };
+            if first_packet.is_none() || (stamp.keyframe && s.first_keyframe.is_none()) {
+                first_packet = first_packet.or(Some(started.elapsed()));
+                if stamp.keyframe && s.first_keyframe.is_none() {
+                    s.first_keyframe = Some(started.elapsed());
+                }
+                let _ = first_tx.send((first_packet, s.first_keyframe));
+            }
+            if !*recording.borrow() {
+                continue;
+            }
+            let now_ns = epoch.elapsed().as_nanos() as u64;
+            s.delays_us.push((now_ns.saturating_sub(stamp.sent_ns) / 1000) as u32);
+            s.packets += 1;
+            s.bytes += packet.payload.len() as u64;
+            let range = if stamp.kind == MediaKind::Video { &mut s.video_range } else { &mut s.audio_range };
+            *range = Some(match *range {
+                None => (stamp.seq, stamp.seq),
+                Some((lo, hi)) => (lo.min(stamp.seq), hi.max(stamp.seq)),
+            });
+        }
+        s
+    });
+    Ok(Player { session, stream, stats, first })
+}
+
+/// The `p`-th percentile (0-100) of `values`, sorting them.
+pub fn percentile(values: &mut [u32], p: f64) -> u32 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+/// Append one row (creating the file with a header).
+pub fn append_csv(path: &Path, header: &str, row: &str) {
+    use std::io::Write;
+    let new = !path.exists();
+    let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+        eprintln!("hopcast-load: cannot write {}", path.display());
+        return;
+    };
+    if new {
+        let _ = writeln!(f, "{header}");
+    }
+    let _ = writeln!(f, "{row}");
+}
+
+pub fn timestamp() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Wait until `player` has received a keyframe; returns the time from its play request.
+pub async fn first_keyframe(player: &mut Player) -> Option<Duration> {
+    let got = tokio::time::timeout(WAIT, player.first.wait_for(|(_, k)| k.is_some())).await;
+    got.ok()?.ok().and_then(|v| v.1)
+}
+
+/// Wait until `player` has received any packet; returns the time from its play request.
+pub async fn first_packet(player: &mut Player) -> Option<Duration> {
+    let got = tokio::time::timeout(WAIT, player.first.wait_for(|(p, _)| p.is_some())).await;
+    got.ok()?.ok().and_then(|v| v.0)
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Median and maximum of durations, in ms.
+pub fn median_max(mut v: Vec<Duration>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort();
+    (ms(v[v.len() / 2]), ms(*v.last().unwrap()))
+}

@@ -1,0 +1,166 @@
+//! Fan-out: one publisher, N players on one server. Figures come from the server
+//! process's own CPU counters and from what the players received.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use crate::baseline;
+use crate::common::*;
+
+pub struct FanoutResult {
+    pub players: usize,
+    pub seconds: f64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub cpu: Duration,
+    pub loss: f64,
+    pub p50_us: u32,
+    pub p99_us: u32,
+    pub rss_per_player: i64,
+    pub baseline_us: f64,
+}
+
+impl FanoutResult {
+    pub fn us_per_packet(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.packets.max(1) as f64
+    }
+    /// Forwarded packets per second per fully used core.
+    pub fn pps_per_core(&self) -> f64 {
+        1e6 / self.us_per_packet().max(1e-9)
+    }
+    pub fn gbps_per_core(&self) -> f64 {
+        let avg = self.bytes as f64 / self.packets.max(1) as f64;
+        self.pps_per_core() * avg * 8.0 / 1e9
+    }
+}
+
+pub const HEADER: &str =
+    "unix_time,scenario,players,seconds,packets,pps,cpu_s,us_per_packet,baseline_us,ratio,pps_per_core,gbps_per_core,loss_pct,p50_us,p99_us,rss_per_player_kib";
+
+pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
+    let server = start_server(&[]);
+    let url = server.ws_url();
+    let mut client = Client::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (rec_tx, rec_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    let publisher = client.publish(&url, "bench", bitrate, stop_rx).await;
+    let rss_before = server.rss().unwrap_or(0) as i64;
+
+    let mut all = Vec::new();
+    for chunk in (0..players).collect::<Vec<_>>().chunks(16) {
+        let joins = chunk.iter().map(|_| play(&client, &url, "bench", rec_rx.clone(), done_rx.clone()));
+        for p in join_all(joins).await {
+            match p {
+                Ok(p) => all.push(p),
+                Err(e) => eprintln!("\nplayer failed: {e}"),
+            }
+        }
+        eprint!("\r  fan-out {players}: {}/{players} players playing   ", all.len());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let cpu0 = server.cpu_time().unwrap_or_default();
+    let t0 = Instant::now();
+    let _ = rec_tx.send(true);
+    for s in 0..seconds {
+        eprint!("\r  fan-out {players}: measuring {}/{seconds} s          ", s + 1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = rec_tx.send(false);
+    let cpu = server.cpu_time().unwrap_or_default().saturating_sub(cpu0);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let rss_after = server.rss().unwrap_or(0) as i64;
+    let _ = done_tx.send(true);
+
+    let mut packets = 0;
+    let mut bytes = 0;
+    let mut expected = 0;
+    let mut delays = Vec::new();
+    for p in all {
+        let s = p.stats.await.unwrap_or_default();
+        packets += s.packets;
+        bytes += s.bytes;
+        expected += s.expected();
+        delays.extend(s.delays_us);
+        drop(p.stream);
+    }
+    let _ = stop_tx.send(true);
+    let (video_sent, audio_sent) = publisher.pump.await.unwrap_or_default();
+    let in_pps = (video_sent + audio_sent) as f64 / (elapsed + 1.0 + players as f64 / 100.0).max(1.0);
+    eprint!("\r  fan-out {players}: baseline...                    ");
+    let avg = bytes as f64 / packets.max(1) as f64;
+    let baseline_us = baseline::cost_per_packet(players, Duration::from_secs(seconds.min(5)), in_pps, avg as usize);
+    eprintln!("\r                                                  ");
+    FanoutResult {
+        players,
+        seconds: elapsed,
+        packets,
+        bytes,
+        cpu,
+        loss: 1.0 - packets as f64 / expected.max(1) as f64,
+        p50_us: percentile(&mut delays, 50.0),
+        p99_us: percentile(&mut delays, 99.0),
+        rss_per_player: (rss_after - rss_before) / players.max(1) as i64,
+        baseline_us,
+    }
+}
+
+pub fn report(results: &[FanoutResult], csv: &Path) {
+    println!("\nfan-out (1 publisher, N players, one server)");
+    println!(
+        "{:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "players",
+        "pkts/s",
+        "cpu µs/pkt",
+        "base µs",
+        "ratio",
+        "loss%",
+        "pkts/s/core",
+        "Gb/s/core",
+        "p50 ms",
+        "p99 ms",
+        "RSS/plyr",
+        ""
+    );
+    for r in results {
+        let pps = r.packets as f64 / r.seconds;
+        let ratio = r.us_per_packet() / r.baseline_us.max(1e-9);
+        println!(
+            "{:>7} {:>10.0} {:>10.2} {:>9.2} {:>8.2}x {:>7.2} {:>11.0} {:>9.2} {:>7.2} {:>9.2} {:>7} KiB",
+            r.players,
+            pps,
+            r.us_per_packet(),
+            r.baseline_us,
+            ratio,
+            r.loss * 100.0,
+            r.pps_per_core(),
+            r.gbps_per_core(),
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.rss_per_player / 1024
+        );
+        let row = format!(
+            "{},fanout,{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{}",
+            timestamp(),
+            r.players,
+            r.seconds,
+            r.packets,
+            pps,
+            r.cpu.as_secs_f64(),
+            r.us_per_packet(),
+            r.baseline_us,
+            ratio,
+            r.pps_per_core(),
+            r.gbps_per_core(),
+            r.loss * 100.0,
+            r.p50_us,
+            r.p99_us,
+            r.rss_per_player / 1024
+        );
+        append_csv(csv, HEADER, &row);
+    }
+}

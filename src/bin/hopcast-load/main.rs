@@ -1,0 +1,116 @@
+//! hopcast-load: the load generator and benchmarks. It starts its own hopcast
+//! processes (the `hopcast` binary next to it), drives them with publishers and players
+//! built on the same client library as the relay agents, and reads the server's CPU
+//! time and memory from /proc. Results print as tables and append to CSV files.
+
+mod baseline;
+mod common;
+mod fanout;
+mod relay;
+mod setup;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(version, about = "hopcast load generator and benchmarks")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish a synthetic stream to a running server (for demos and manual tests).
+    Publish {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        server: String,
+        #[arg(long, default_value = "cam")]
+        name: String,
+        /// Stop after this many seconds (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+        #[arg(long, default_value_t = 600_000)]
+        bitrate: u64,
+    },
+    /// Every scenario: fan-out for each N, relay hops, setup.
+    All(BenchArgs),
+    /// 1 publisher, N players on one server, against the minimal-forwarder baseline.
+    Fanout(BenchArgs),
+    /// Publisher -> server 1 -> server 2 -> server 3.
+    Relay(BenchArgs),
+    /// Publish/play setup times and sessions per second.
+    Setup(BenchArgs),
+    /// Every scenario with tiny numbers: proves the benchmark still runs (CI).
+    Smoke {
+        #[arg(long, default_value = "target/bench/smoke.csv")]
+        csv: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct BenchArgs {
+    /// Player counts for fan-out.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+    players: Vec<usize>,
+    /// Measurement window per scenario, seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Publisher video bitrate, bits/s.
+    #[arg(long, default_value_t = 600_000)]
+    bitrate: u64,
+    /// CSV file for fan-out rows (relay.csv and setup.csv go beside it).
+    #[arg(long, default_value = "target/bench/fanout.csv")]
+    csv: PathBuf,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        match args.command {
+            Command::Publish { server, name, seconds, bitrate } => publish(server, name, seconds, bitrate).await,
+            Command::All(b) => {
+                run_fanout(&b).await;
+                relay::run(b.seconds, b.bitrate, 5, &b.csv).await;
+                setup::run(20, 200, &b.csv).await;
+            }
+            Command::Fanout(b) => run_fanout(&b).await,
+            Command::Relay(b) => relay::run(b.seconds, b.bitrate, 5, &b.csv).await,
+            Command::Setup(b) => setup::run(20, 200, &b.csv).await,
+            Command::Smoke { csv } => {
+                let b = BenchArgs { players: vec![2], seconds: 1, bitrate: 300_000, csv };
+                run_fanout(&b).await;
+                relay::run(1, b.bitrate, 1, &b.csv).await;
+                setup::run(2, 4, &b.csv).await;
+            }
+        }
+    });
+}
+
+async fn run_fanout(b: &BenchArgs) {
+    if let Some(dir) = b.csv.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut results = Vec::new();
+    for &n in &b.players {
+        results.push(fanout::run(n, b.seconds, b.bitrate).await);
+    }
+    fanout::report(&results, &b.csv);
+}
+
+async fn publish(server: String, name: String, seconds: u64, bitrate: u64) {
+    let mut client = common::Client::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let _publisher = client.publish(&server, &name, bitrate, stop_rx).await;
+    println!("publishing '{name}' to {server} ({bitrate} bit/s video + audio)");
+    if seconds == 0 {
+        let _ = tokio::signal::ctrl_c().await;
+    } else {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
+    let _ = stop_tx.send(true);
+}

@@ -1,0 +1,146 @@
+//! hopcast as a child process, for the integration tests and the load generator: start
+//! it with given flags, learn its ports from the ready line, read its CPU time and
+//! memory from /proc, and kill and reap it on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Flags that let the OS pick every port.
+pub const ANY_PORTS: [&str; 10] =
+    ["--ws-port", "0", "--wss-port", "0", "--http-port", "0", "--https-port", "0", "--media-port", "0"];
+
+pub struct ServerProcess {
+    child: Child,
+    pub ws: u16,
+    pub wss: u16,
+    pub http: u16,
+    pub https: u16,
+    pub media: SocketAddr,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Start `binary` with `args` (plus `--ip 127.0.0.1`), logging to `log`.
+    pub fn start(binary: &Path, args: &[&str], log: PathBuf, rust_log: &str) -> Result<Self, String> {
+        let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(binary)
+            .args(args)
+            .args(["--ip", "127.0.0.1"])
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if !line.starts_with("hopcast ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("server did not start ({:?}); log: {}", line.trim(), log.display()));
+        }
+        let field = |name: &str| -> Option<String> {
+            line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).map(str::to_string)
+        };
+        let port = |name: &str| field(name).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let media =
+            field("media").and_then(|m| m.split(',').next()?.parse().ok()).unwrap_or(([127, 0, 0, 1], 0).into());
+        Ok(ServerProcess {
+            ws: port("ws"),
+            wss: port("wss"),
+            http: port("http"),
+            https: port("https"),
+            media,
+            log,
+            child,
+        })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.ws)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A REST call to this server: (HTTP status, body).
+    pub fn rest(&self, method: &str, body: &str) -> (u16, String) {
+        http_request(self.http, "POST", &format!("/rest-api/{method}"), Some(body))
+    }
+
+    /// User + system CPU time the process has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time(self.pid())
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let kb: u64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// CPU time a process has used: the sum of its threads' run time from
+/// /proc/PID/task/*/schedstat (nanoseconds), or utime + stime from /proc/PID/stat
+/// (10 ms ticks) where schedstat is missing.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        let ns: u64 = tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        if ns > 0 {
+            return Some(Duration::from_nanos(ns));
+        }
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1:`port`: (status, body); (0, error) on failure.
+pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(40)))?;
+        let body = body.unwrap_or("");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Ok((status, body))
+    };
+    attempt().unwrap_or_else(|e| (0, e.to_string()))
+}

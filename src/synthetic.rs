@@ -1,0 +1,147 @@
+//! Synthetic media for the load generator and demos: a source that emits 30 fps video
+//! at a set bitrate (frames split into packets of at most 1,200 bytes, a keyframe
+//! every 2 s or on request) and 50 packets/s of audio. Every payload starts with a
+//! stamp (kind, sequence, send time) so receivers measure loss and one-way delay exactly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::media::MediaKind;
+
+use crate::media::router::source_pt;
+use crate::media::{MediaHandle, SourcePacket, StreamKey};
+
+pub const MAX_PAYLOAD: usize = 1200;
+const STAMP: usize = 1 + 8 + 8;
+const FPS: u32 = 30;
+const AUDIO_BYTES: usize = 120;
+
+/// What a receiver reads back from a stamped payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub kind: MediaKind,
+    /// A packet of a keyframe.
+    pub keyframe: bool,
+    pub seq: u64,
+    /// Nanoseconds since the source's `epoch`.
+    pub sent_ns: u64,
+}
+
+pub fn stamp(kind: MediaKind, keyframe: bool, seq: u64, sent_ns: u64, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len.max(STAMP)];
+    p[0] = match (kind, keyframe) {
+        (MediaKind::Video, true) => b'K',
+        (MediaKind::Video, false) => b'V',
+        _ => b'A',
+    };
+    p[1..9].copy_from_slice(&seq.to_be_bytes());
+    p[9..17].copy_from_slice(&sent_ns.to_be_bytes());
+    for (i, b) in p[STAMP..].iter_mut().enumerate() {
+        *b = (i as u64 ^ seq) as u8;
+    }
+    p
+}
+
+pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
+    let (kind, keyframe) = match payload.first()? {
+        b'K' => (MediaKind::Video, true),
+        b'V' => (MediaKind::Video, false),
+        b'A' => (MediaKind::Audio, false),
+        _ => return None,
+    };
+    let seq = u64::from_be_bytes(payload.get(1..9)?.try_into().ok()?);
+    let sent_ns = u64::from_be_bytes(payload.get(9..17)?.try_into().ok()?);
+    Some(Stamp { kind, keyframe, seq, sent_ns })
+}
+
+/// A paced synthetic stream injected into a local stream key.
+pub struct SyntheticSource {
+    pub key: StreamKey,
+    media: MediaHandle,
+    epoch: Instant,
+    frame_bytes: usize,
+    video_seq: u64,
+    audio_seq: u64,
+    frames: u64,
+    next_video: Instant,
+    next_audio: Instant,
+    keyframe_due: bool,
+}
+
+impl SyntheticSource {
+    /// Register a synthetic source in `media` with `bitrate` bits/s of video.
+    pub fn new(media: MediaHandle, bitrate: u64, epoch: Instant) -> Self {
+        let key = media.next_id();
+        media.add_source(key);
+        let now = Instant::now();
+        SyntheticSource {
+            key,
+            media,
+            epoch,
+            frame_bytes: (bitrate / 8 / FPS as u64).max(STAMP as u64) as usize,
+            video_seq: 1,
+            audio_seq: 1,
+            frames: 0,
+            next_video: now,
+            next_audio: now,
+            keyframe_due: true,
+        }
+    }
+
+    /// The next keyframe comes at once (a consumer asked for it).
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_due = true;
+    }
+
+    /// Emit what is due at `now`; returns when to call again.
+    pub fn tick(&mut self, now: Instant) -> Instant {
+        while self.next_video <= now {
+            let keyframe = self.keyframe_due || self.frames.is_multiple_of(2 * FPS as u64);
+            self.keyframe_due = false;
+            // Keyframes are three times the size of delta frames, as real encoders make them.
+            let bytes = if keyframe { self.frame_bytes * 3 } else { self.frame_bytes };
+            let packets = bytes.div_ceil(MAX_PAYLOAD).max(1);
+            let timestamp = (self.frames as u32).wrapping_mul(90_000 / FPS);
+            for i in 0..packets {
+                let len = if i + 1 == packets { bytes - MAX_PAYLOAD * (packets - 1) } else { MAX_PAYLOAD };
+                self.send(MediaKind::Video, keyframe, self.video_seq, timestamp, i + 1 == packets, len);
+                self.video_seq += 1;
+            }
+            self.frames += 1;
+            self.next_video += Duration::from_secs(1) / FPS;
+        }
+        while self.next_audio <= now {
+            let timestamp = (self.audio_seq as u32).wrapping_mul(960);
+            self.send(MediaKind::Audio, false, self.audio_seq, timestamp, true, AUDIO_BYTES);
+            self.audio_seq += 1;
+            self.next_audio += Duration::from_millis(20);
+        }
+        self.next_video.min(self.next_audio)
+    }
+
+    fn send(&mut self, kind: MediaKind, keyframe: bool, seq: u64, timestamp: u32, marker: bool, len: usize) {
+        let now = Instant::now();
+        let sent_ns = now.duration_since(self.epoch).as_nanos() as u64;
+        let payload: Arc<[u8]> = stamp(kind, keyframe, seq, sent_ns, len).into();
+        let packet = SourcePacket { kind, pt: source_pt(kind), seq, timestamp, marker, payload, arrival: now };
+        self.media.inject(self.key, packet);
+    }
+
+    /// (video packets, audio packets) sent so far.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.video_seq - 1, self.audio_seq - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let p = stamp(MediaKind::Video, true, 42, 123_456, 1200);
+        assert_eq!(p.len(), 1200);
+        assert_eq!(read_stamp(&p), Some(Stamp { kind: MediaKind::Video, keyframe: true, seq: 42, sent_ns: 123_456 }));
+        assert_eq!(read_stamp(b"xyz"), None);
+    }
+}
