@@ -141,3 +141,34 @@ fn browser_stream_relayed_over_wss_with_wcs_agent_ssl_plays_on_the_second_server
     let log = std::fs::read_to_string(&s1.log).unwrap();
     assert!(log.contains("relay established"), "no relay in server 1's log");
 }
+
+/// The built-in web apps, clicked through as a user would: Two Way Streaming, Player
+/// with live figures, the Relay console pushing to a second server (played there), and
+/// Terminate. Screenshots land in target/test-artifacts/pages/.
+#[test]
+fn built_in_web_apps_publish_play_and_relay() {
+    if skip() {
+        return;
+    }
+    let (s1, s2) = (Server::start(&[]), Server::start(&[]));
+    let out = artifacts("pages");
+    let args = [
+        "--http".to_string(),
+        format!("http://127.0.0.1:{}", s1.http),
+        "--http2".into(),
+        format!("http://127.0.0.1:{}", s2.http),
+        "--ws2".into(),
+        s2.ws_url(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let result = run_scenario("pages.mjs", &args);
+    for video in ["twoWay", "player", "relayVideo"] {
+        let v = &result[video];
+        assert!(v["framesAfter"].as_u64().unwrap() > v["framesBefore"].as_u64().unwrap(), "{video}: {result}");
+    }
+    assert_eq!(result["player2AfterTerminate"], "STOPPED", "{result}");
+    for shot in ["two-way.png", "player.png", "relay.png", "index.png"] {
+        assert!(out.join(shot).exists(), "{shot} missing");
+    }
+}

@@ -41,7 +41,8 @@ async function open(label, url, viewport = { width: 1280, height: 900 }) {
 async function defaultUrl(page, selector, expected) {
   await page.waitForFunction((sel) => document.querySelector(sel)?.value.startsWith('ws'), selector, { timeout: 10000 });
   const value = await page.inputValue(selector);
-  check(value === expected, `default server URL ${value}, expected ${expected}`);
+  const bare = (u) => String(u).replace(/\/$/, "");
+  check(bare(value) === bare(expected), `default server URL ${value}, expected ${expected}`);
   return value;
 }
 
