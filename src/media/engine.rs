@@ -23,6 +23,8 @@ use super::router::{MediaError, MediaEvent, PeerId, Role, Router, RouterStats, S
 /// How long a new peer may take to complete ICE and DTLS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams taken from the sockets before queued writes are released.
+const RECV_BATCH: usize = 32;
 
 enum Command {
     Answer { peer: PeerId, role: Role, offer: String, reply: oneshot::Sender<Result<String, MediaError>> },
@@ -200,6 +202,13 @@ impl Engine {
                 (index, len, source) = recv_any(&self.sockets, &mut buf) => {
                     let destination = self.sockets[index].0;
                     self.router.handle_datagram(Instant::now(), source, destination, &buf[..len]);
+                    // Take what else is queued: the router releases forwarded writes once
+                    // per batch (see `Router::poll_transmit`).
+                    for _ in 1..RECV_BATCH {
+                        let Some((index, len, source)) = try_recv_any(&self.sockets, &mut buf) else { break };
+                        let destination = self.sockets[index].0;
+                        self.router.handle_datagram(Instant::now(), source, destination, &buf[..len]);
+                    }
                 },
                 _ = sleep => self.router.handle_timeout(Instant::now()),
             }
@@ -277,4 +286,19 @@ async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> (usize
         Poll::Pending
     })
     .await
+}
+
+/// A datagram already queued on any socket, without waiting.
+fn try_recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
+    for (index, (_, socket)) in sockets.iter().enumerate() {
+        loop {
+            match socket.try_recv_from(buf) {
+                Ok((len, source)) => return Some((index, len, source)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors (port unreachable) surface here: not fatal, read on.
+                Err(_) => continue,
+            }
+        }
+    }
+    None
 }

@@ -15,7 +15,7 @@
 //! clients) each get a dedicated local address from the shell, because several of them
 //! may talk to the same remote address and DTLS cannot be demultiplexed otherwise.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,6 +144,8 @@ struct Peer {
     connected: bool,
     connect_deadline: Instant,
     timeout: Instant,
+    /// The entry this peer has in `Router::timers`.
+    timer: Option<Instant>,
     dirty: bool,
 }
 
@@ -170,6 +172,10 @@ pub struct Router {
     events: VecDeque<MediaEvent>,
     released: Vec<SocketAddr>,
     dirty: Vec<PeerId>,
+    /// Every peer's next deadline, earliest first: no scan over all peers per wakeup.
+    timers: BTreeSet<(Instant, PeerId)>,
+    /// The time of the latest input, for releasing batched writes in `poll_transmit`.
+    last_now: Instant,
     scratch: Vec<Event>,
     stats: RouterStats,
 }
@@ -191,6 +197,8 @@ impl Router {
             events: VecDeque::new(),
             released: Vec::new(),
             dirty: Vec::new(),
+            timers: BTreeSet::new(),
+            last_now: Instant::now(),
             scratch: Vec::new(),
             stats: RouterStats::default(),
         }
@@ -307,6 +315,7 @@ impl Router {
             connected: false,
             connect_deadline: now + self.connect_timeout,
             timeout: now,
+            timer: None,
             dirty: false,
         };
         self.peers.insert(id, peer);
@@ -434,22 +443,20 @@ impl Router {
         if let Err(e) = peer.rtc.handle_input(input) {
             tracing::debug!(peer = id, error = %e, "input rejected");
         }
+        // Forwarded writes are released by `poll_transmit`, once per batch of datagrams:
+        // each consumer then runs str0m's timeout handling once per batch, not per packet.
+        self.last_now = now;
         self.drain(id, now);
-        self.flush(now);
     }
 
     /// The earliest time [`Router::handle_timeout`] must run.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| if p.connected { p.timeout } else { p.timeout.min(p.connect_deadline) }).min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.timeout <= now || (!p.connected && p.connect_deadline <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        self.last_now = now;
+        let due: Vec<PeerId> = self.timers.iter().take_while(|(t, _)| *t <= now).map(|(_, id)| *id).collect();
         for id in due {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
             if !peer.connected && peer.connect_deadline <= now {
@@ -465,7 +472,11 @@ impl Router {
         self.flush(now);
     }
 
+    /// The next datagram to send (releasing writes queued since the last call first).
     pub fn poll_transmit(&mut self) -> Option<Datagram> {
+        if !self.dirty.is_empty() {
+            self.flush(self.last_now);
+        }
         self.transmits.pop_front()
     }
 
@@ -488,6 +499,9 @@ impl Router {
             }
         }
         let Some(peer) = self.peers.remove(&id) else { return };
+        if let Some(t) = peer.timer {
+            self.timers.remove(&(t, id));
+        }
         self.by_ufrag.remove(&peer.ufrag);
         self.by_source.retain(|_, p| *p != id);
         if let Some(addr) = peer.dedicated {
@@ -544,6 +558,15 @@ impl Router {
             self.handle_event(id, event, now);
         }
         self.scratch = events;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            let due = if peer.connected { peer.timeout } else { peer.timeout.min(peer.connect_deadline) };
+            if peer.timer != Some(due) {
+                if let Some(old) = peer.timer.replace(due) {
+                    self.timers.remove(&(old, id));
+                }
+                self.timers.insert((due, id));
+            }
+        }
         if let Some(reason) = failed {
             self.fail_peer(id, reason, now);
         }
