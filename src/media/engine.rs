@@ -14,17 +14,19 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use str0m::media::KeyframeRequestKind;
-use tokio::io::ReadBuf;
+use tokio::io::{Interest, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::router::{MediaError, MediaEvent, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey};
+use super::router::{Datagram, MediaError, MediaEvent, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey};
 
 /// How long a new peer may take to complete ICE and DTLS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams taken from the sockets before queued writes are released.
 const RECV_BATCH: usize = 32;
+/// Datagrams handed to the kernel per sendmmsg call.
+const SEND_BATCH: usize = 64;
 
 enum Command {
     Answer { peer: PeerId, role: Role, offer: String, reply: oneshot::Sender<Result<String, MediaError>> },
@@ -132,7 +134,13 @@ pub fn start(
                 .map(|(adv, s)| Ok((adv, UdpSocket::from_std(s)?)))
                 .collect::<io::Result<Vec<_>>>()
                 .expect("register media sockets");
-            let engine = Engine { router: Router::new(addrs, CONNECT_TIMEOUT), sockets, client_ip, events: event_tx };
+            let engine = Engine {
+                router: Router::new(addrs, CONNECT_TIMEOUT),
+                sockets,
+                client_ip,
+                events: event_tx,
+                batch: Vec::new(),
+            };
             engine.run(cmd_rx).await;
         });
     })?;
@@ -184,6 +192,8 @@ struct Engine {
     sockets: Vec<(SocketAddr, UdpSocket)>,
     client_ip: IpAddr,
     events: mpsc::UnboundedSender<MediaEvent>,
+    /// Reused buffer of outgoing datagrams.
+    batch: Vec<Datagram>,
 }
 
 impl Engine {
@@ -250,22 +260,80 @@ impl Engine {
 
     /// Send what the router queued, report its events, close released sockets.
     async fn flush(&mut self) {
-        while let Some(d) = self.router.poll_transmit() {
-            let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == d.source) else { continue };
-            match socket.try_send_to(&d.contents, d.destination) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = socket.send_to(&d.contents, d.destination).await;
+        let mut batch = std::mem::take(&mut self.batch);
+        loop {
+            batch.clear();
+            // A run of datagrams from one local address goes out in one sendmmsg call.
+            while batch.len() < SEND_BATCH {
+                let Some(d) = self.router.poll_transmit() else { break };
+                if batch.first().is_some_and(|f: &Datagram| f.source != d.source) {
+                    self.send_batch(&batch).await;
+                    batch.clear();
                 }
-                Err(e) => tracing::debug!(destination = %d.destination, error = %e, "send failed"),
+                batch.push(d);
             }
+            if batch.is_empty() {
+                break;
+            }
+            self.send_batch(&batch).await;
         }
+        self.batch = batch;
         while let Some(event) = self.router.poll_event() {
             let _ = self.events.send(event);
         }
         for addr in self.router.take_released() {
             self.sockets.retain(|(a, _)| *a != addr);
         }
+    }
+
+    async fn send_batch(&self, batch: &[Datagram]) {
+        let Some(first) = batch.first() else { return };
+        let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == first.source) else { return };
+        let mut sent = 0;
+        while sent < batch.len() {
+            match socket.try_io(Interest::WRITABLE, || sendmmsg(socket, &batch[sent..])) {
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = socket.writable().await;
+                }
+                Err(e) => {
+                    // One bad destination (e.g. unreachable) must not stall the rest.
+                    tracing::debug!(destination = %batch[sent].destination, error = %e, "send failed");
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Send several datagrams in one system call; returns how many went out.
+fn sendmmsg(socket: &UdpSocket, batch: &[Datagram]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let addrs: Vec<socket2::SockAddr> = batch.iter().map(|d| socket2::SockAddr::from(d.destination)).collect();
+    let mut iovecs: Vec<libc::iovec> = batch
+        .iter()
+        .map(|d| libc::iovec { iov_base: d.contents.as_ptr() as *mut libc::c_void, iov_len: d.contents.len() })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .zip(&addrs)
+        .map(|(iov, addr)| {
+            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            header.msg_name = addr.as_ptr() as *mut libc::c_void;
+            header.msg_namelen = addr.len();
+            header.msg_iov = iov;
+            header.msg_iovlen = 1;
+            libc::mmsghdr { msg_hdr: header, msg_len: 0 }
+        })
+        .collect();
+    // SAFETY: `headers` points into `addrs` and `iovecs` (alive here) and into the
+    // datagrams' buffers, which the kernel only reads.
+    let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
