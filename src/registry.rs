@@ -55,7 +55,7 @@ pub struct Registry {
 
 /// Filter for `/stream/find`: every given field must match.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamFilter {
     pub media_session_id: Option<String>,
     pub name: Option<String>,

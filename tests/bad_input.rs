@@ -240,6 +240,10 @@ fn rest_answers_bad_calls_with_json_errors() {
     assert_eq!(error(http(server.http, "GET", "/rest-api/stream/find_all", None)), (404, "No streams found".into()));
     let (code, _) = http(server.http, "POST", "/rest-api/stream/find", Some(r#"{"published":"yes"}"#));
     assert_eq!(code, 400);
+    let (code, msg) = error(http(server.http, "POST", "/rest-api/stream/find", Some(r#"{"nmae":"typo"}"#)));
+    assert!(code == 400 && msg.contains("unknown field `nmae`"), "{code} {msg}");
+    let (code, msg) = error(http(server.http, "POST", "/rest-api/pull/find", Some(r#"{"remote":"x"}"#)));
+    assert!(code == 400 && msg.contains("unknown field `remote`"), "{code} {msg}");
 }
 
 #[test]

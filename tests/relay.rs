@@ -107,10 +107,15 @@ async fn push_relays_media_and_keyframe_requests_and_terminates() {
     assert_plays(&s2, &cm.media, "copy", source, 100).await;
     assert!(keyframe_requested(&mut cm.events, source).await, "no keyframe request reached the publisher");
 
-    let (code, found) = rest(&s1, "pull/find", r#"{"remoteStreamName":"copy"}"#);
+    let (code, found) = rest(&s1, "pull/find", r#"{"remoteStreamName":"copy","direction":"push"}"#);
     assert_eq!((code, found[0]["uri"].as_str()), (200, Some(s2.ws_url().as_str())));
-    let (code, _) = rest(&s1, "pull/terminate", r#"{"remoteStreamName":"copy"}"#);
+    assert_eq!(rest(&s1, "pull/find", r#"{"direction":"pull"}"#).0, 404);
+    let (code, ended) = rest(&s1, "pull/terminate", r#"{"remoteStreamName":"copy"}"#);
     assert_eq!(code, 200);
+    assert_eq!(
+        (ended[0]["status"].as_str(), ended[0]["info"].as_str()),
+        (Some("STOPPED"), Some("Stopped by rest /terminate"))
+    );
     assert_eq!(stream_status(&s2, "copy"), None, "terminate left the remote stream published");
     assert_eq!(http(s1.http, "GET", "/rest-api/pull/find_all", None).0, 404);
     // Only the origin's publisher remains on server 1: the relay's local leg is gone.

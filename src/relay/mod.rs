@@ -57,8 +57,9 @@ pub struct RelayInfo {
 
 /// A `/pull/find` or `/pull/terminate` filter: every given field must match.
 #[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelayFilter {
+    pub direction: Option<Direction>,
     pub local_media_session_id: Option<String>,
     pub remote_media_session_id: Option<String>,
     pub local_stream_name: Option<String>,
@@ -69,7 +70,8 @@ pub struct RelayFilter {
 
 impl RelayFilter {
     pub fn is_empty(&self) -> bool {
-        self.local_media_session_id.is_none()
+        self.direction.is_none()
+            && self.local_media_session_id.is_none()
             && self.remote_media_session_id.is_none()
             && self.local_stream_name.is_none()
             && self.remote_stream_name.is_none()
@@ -79,7 +81,8 @@ impl RelayFilter {
 
     pub fn matches(&self, r: &RelayInfo) -> bool {
         let eq = |f: &Option<String>, v: &str| f.as_deref().is_none_or(|f| f == v);
-        eq(&self.local_media_session_id, &r.local_media_session_id)
+        self.direction.is_none_or(|d| d == r.direction)
+            && eq(&self.local_media_session_id, &r.local_media_session_id)
             && eq(&self.remote_media_session_id, &r.remote_media_session_id)
             && eq(&self.local_stream_name, &r.local_stream_name)
             && eq(&self.remote_stream_name, &r.remote_stream_name)
@@ -258,6 +261,10 @@ impl RelayManager {
             if let Some(task) = task {
                 let _ = tokio::time::timeout(STEP_TIMEOUT, task).await;
             }
+            relay.update(|i| {
+                i.status = StreamStatus::Stopped;
+                i.info = Some(crate::protocol::reason::REST_TERMINATE.into());
+            });
             done.push(relay.info());
         }
         Ok(done)
