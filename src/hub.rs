@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, Role, StreamKey};
-use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus, TrackState};
+use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 use crate::registry::{Effect, Outbound, Registry, StreamFilter};
 
 pub struct Hub {
@@ -101,19 +101,9 @@ impl Hub {
     }
 
     fn refuse(&self, session: &str, req: &StreamRequest, published: bool, why: &str) {
-        let info = StreamInfo {
-            media_session_id: req.media_session_id.clone(),
-            name: req.name.clone(),
-            published,
-            status: StreamStatus::Failed,
-            info: Some(why.to_string()),
-            has_audio: req.has_audio,
-            has_video: req.has_video,
-            audio_state: TrackState::default(),
-            video_state: TrackState::default(),
-            record: false,
-            session_id: session.to_string(),
-        };
+        let mut info = StreamInfo::for_request(session, req, published);
+        info.status = StreamStatus::Failed;
+        info.info = Some(why.to_string());
         self.registry().send(session, ServerMessage::StreamStatus(info));
     }
 

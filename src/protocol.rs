@@ -78,6 +78,25 @@ pub struct StreamInfo {
     pub session_id: String,
 }
 
+impl StreamInfo {
+    /// A PENDING stream for a publish (`published`) or play request of `session`.
+    pub fn for_request(session: &str, req: &StreamRequest, published: bool) -> Self {
+        StreamInfo {
+            media_session_id: req.media_session_id.clone(),
+            name: req.name.clone(),
+            published,
+            status: StreamStatus::Pending,
+            info: None,
+            has_audio: req.has_audio,
+            has_video: req.has_video,
+            audio_state: TrackState::default(),
+            video_state: TrackState::default(),
+            record: false,
+            session_id: session.to_string(),
+        }
+    }
+}
+
 /// `publishStream` / `playStream` request: the fields the server reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

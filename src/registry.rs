@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::media::{PeerId, StreamKey};
-use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus, TrackState};
+use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 
 /// What a session's connection task must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,22 +106,6 @@ impl Registry {
         self.sessions.get(session).map(|s| s.outbox.send(Outbound::Close(why.into())).is_ok()).unwrap_or(false)
     }
 
-    fn new_info(session: &str, req: &StreamRequest, published: bool) -> StreamInfo {
-        StreamInfo {
-            media_session_id: req.media_session_id.clone(),
-            name: req.name.clone(),
-            published,
-            status: StreamStatus::Pending,
-            info: None,
-            has_audio: req.has_audio,
-            has_video: req.has_video,
-            audio_state: TrackState::default(),
-            video_state: TrackState::default(),
-            record: false,
-            session_id: session.to_string(),
-        }
-    }
-
     fn check_new(&self, session: &str, req: &StreamRequest) -> Result<(), &'static str> {
         if !self.sessions.get(session).is_some_and(|s| s.established) {
             return Err(reason::SESSION_DOES_NOT_EXIST);
@@ -148,7 +132,7 @@ impl Registry {
             return Err(reason::NAME_IN_USE);
         }
         self.names.insert(req.name.clone(), req.media_session_id.clone());
-        self.insert(Stream { info: Self::new_info(session, req, true), peer, key });
+        self.insert(Stream { info: StreamInfo::for_request(session, req, true), peer, key });
         Ok(())
     }
 
@@ -156,7 +140,7 @@ impl Registry {
     pub fn begin_play(&mut self, session: &str, req: &StreamRequest, peer: PeerId) -> Result<StreamKey, &'static str> {
         self.check_new(session, req)?;
         let key = self.published(&req.name).map(|s| s.key).ok_or(reason::STREAM_NOT_FOUND)?;
-        self.insert(Stream { info: Self::new_info(session, req, false), peer, key });
+        self.insert(Stream { info: StreamInfo::for_request(session, req, false), peer, key });
         Ok(key)
     }
 

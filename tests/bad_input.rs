@@ -195,11 +195,7 @@ async fn garbage_datagrams_on_the_media_port_do_not_disturb_streams() {
     }
     let cm = client_media();
     let media = &cm.media;
-    let source = media.next_id();
-    media.add_source(source);
-    let client = connect(&server).await;
-    let mut published = client.publish(media, "after-junk", source).await.unwrap();
-    published.wait_for(StreamStatus::Publishing, WAIT).await.unwrap();
+    let (source, client, _published) = publish_source(&server, media, "after-junk").await;
     let sink = media.next_id();
     let mut tap = media.tap(sink);
     let mut player = client.play(media, "after-junk", sink).await.unwrap();

@@ -17,11 +17,7 @@ async fn published_packets_reach_several_players_intact() {
     let client = client_media();
     let media = &client.media;
 
-    let source = media.next_id();
-    media.add_source(source);
-    let publisher = connect(&server).await;
-    let mut published = publisher.publish(media, "cam", source).await.unwrap();
-    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    let (source, _publisher, _published) = publish_source(&server, media, "cam").await;
 
     let mut taps = Vec::new();
     let mut players = Vec::new();
@@ -47,11 +43,7 @@ async fn published_packets_reach_several_players_intact() {
 async fn player_join_requests_a_keyframe_from_the_publisher() {
     let server = Server::start(&[]);
     let mut client = client_media();
-    let source = client.media.next_id();
-    client.media.add_source(source);
-    let publisher = connect(&server).await;
-    let mut published = publisher.publish(&client.media, "kf", source).await.unwrap();
-    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    let (source, _publisher, _published) = publish_source(&server, &client.media, "kf").await;
     // The server can only ask for a keyframe once video has arrived.
     send_packets(&client.media, source, 1, 20).await;
     // Requests are merged within 200 ms; let the one from our own connect pass.
@@ -117,11 +109,7 @@ async fn publisher_disconnect_stops_players_with_a_reason() {
     let server = Server::start(&[]);
     let client = client_media();
     let media = &client.media;
-    let source = media.next_id();
-    media.add_source(source);
-    let publisher = connect(&server).await;
-    let mut published = publisher.publish(media, "gone", source).await.unwrap();
-    published.wait_for(StreamStatus::Publishing, STATUS_WAIT).await.unwrap();
+    let (_source, publisher, _published) = publish_source(&server, media, "gone").await;
     let viewer = connect(&server).await;
     let mut player = viewer.play(media, "gone", media.next_id()).await.unwrap();
     player.wait_for(StreamStatus::Playing, STATUS_WAIT).await.unwrap();

@@ -45,20 +45,6 @@ fn relay_field(server: &Server, field: &str) -> Option<Value> {
     (code == 200).then(|| json(&body)[0][field].clone())
 }
 
-/// Publish a synthetic source on `server` under `name`.
-async fn publish_source(
-    server: &Server,
-    media: &MediaHandle,
-    name: &str,
-) -> (StreamKey, hopcast::client::ClientStream) {
-    let source = media.next_id();
-    media.add_source(source);
-    let session = connect(server).await;
-    let mut stream = session.publish(media, name, source).await.unwrap();
-    stream.wait_for(StreamStatus::Publishing, WAIT).await.unwrap();
-    (source, stream)
-}
-
 /// Play `name` on `server` and check that packets injected into `source` arrive intact.
 async fn assert_plays(server: &Server, media: &MediaHandle, name: &str, source: StreamKey, first_seq: u64) {
     let session = connect(server).await;
@@ -90,7 +76,7 @@ async fn keyframe_requested(events: &mut tokio::sync::mpsc::UnboundedReceiver<Me
 async fn push_relays_media_and_keyframe_requests_and_terminates() {
     let (s1, s2) = (Server::start(&[]), Server::start(&[]));
     let mut cm = client_media();
-    let (source, _published) = publish_source(&s1, &cm.media, "origin").await;
+    let (source, _session, _published) = publish_source(&s1, &cm.media, "origin").await;
 
     let (code, relay) = push(&s1, &s2, "origin", "copy");
     assert_eq!(code, 200, "{relay}");
@@ -127,7 +113,7 @@ async fn push_relays_media_and_keyframe_requests_and_terminates() {
 async fn pull_republishes_a_remote_stream_locally() {
     let (s1, s2) = (Server::start(&[]), Server::start(&[]));
     let mut cm = client_media();
-    let (source, _published) = publish_source(&s1, &cm.media, "far").await;
+    let (source, _session, _published) = publish_source(&s1, &cm.media, "far").await;
     let body = format!(r#"{{"uri":"{}","remoteStreamName":"far","localStreamName":"near"}}"#, s1.ws_url());
     let (code, relay) = rest(&s2, "pull/pull", &body);
     assert_eq!(code, 200, "{relay}");
@@ -155,7 +141,7 @@ async fn pull_republishes_a_remote_stream_locally() {
 async fn a_chain_of_three_servers_carries_the_stream() {
     let (s1, s2, s3) = (Server::start(&[]), Server::start(&[]), Server::start(&[]));
     let cm = client_media();
-    let (source, _published) = publish_source(&s1, &cm.media, "a").await;
+    let (source, _session, _published) = publish_source(&s1, &cm.media, "a").await;
     assert_eq!(push(&s1, &s2, "a", "b").0, 200);
     assert_eq!(push(&s2, &s3, "b", "c").0, 200);
     assert_plays(&s3, &cm.media, "c", source, 1).await;
@@ -238,7 +224,7 @@ async fn a_relay_heals_after_the_remote_server_restarts() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let mut s2 = Server::start_with_ports(&a, &[]);
     let cm = client_media();
-    let (source, _published) = publish_source(&s1, &cm.media, "live").await;
+    let (source, _session, _published) = publish_source(&s1, &cm.media, "live").await;
     assert_eq!(push(&s1, &s2, "live", "mirror").0, 200);
 
     s2.kill();
@@ -258,7 +244,7 @@ async fn a_relay_heals_after_the_remote_server_restarts() {
 async fn stopping_the_publisher_ends_the_relay_and_the_remote_stream() {
     let (s1, s2) = (Server::start(&[]), Server::start(&[]));
     let cm = client_media();
-    let (_source, published) = publish_source(&s1, &cm.media, "short").await;
+    let (_source, _session, published) = publish_source(&s1, &cm.media, "short").await;
     assert_eq!(push(&s1, &s2, "short", "short-copy").0, 200);
     published.stop();
     eventually("the relay is gone", || http(s1.http, "GET", "/rest-api/pull/find_all", None).0 == 404).await;

@@ -165,11 +165,7 @@ async fn rest_shows_real_stream_state_and_terminates() {
     let server = Server::start(&[]);
     let cm = client_media();
     let media = &cm.media;
-    let source = media.next_id();
-    media.add_source(source);
-    let publisher = connect(&server).await;
-    let mut published = publisher.publish(media, "rest-cam", source).await.unwrap();
-    published.wait_for(StreamStatus::Publishing, WAIT).await.unwrap();
+    let (_source, publisher, mut published) = publish_source(&server, media, "rest-cam").await;
     let viewer = connect(&server).await;
     let mut player = viewer.play(media, "rest-cam", media.next_id()).await.unwrap();
     player.wait_for(StreamStatus::Playing, WAIT).await.unwrap();

@@ -158,3 +158,17 @@ pub fn test_pki(dir: &std::path::Path) -> (String, String, String) {
     };
     (write("ca.pem", ca.pem()), write("cert.pem", cert.pem()), write("key.pem", key.serialize_pem()))
 }
+
+/// Publish a synthetic source (from `media`) on `server` under `name`; waits for PUBLISHING.
+pub async fn publish_source(
+    server: &Server,
+    media: &MediaHandle,
+    name: &str,
+) -> (StreamKey, Arc<SignalingClient>, hopcast::client::ClientStream) {
+    let source = media.next_id();
+    media.add_source(source);
+    let session = connect(server).await;
+    let mut stream = session.publish(media, name, source).await.unwrap();
+    stream.wait_for(hopcast::protocol::StreamStatus::Publishing, Duration::from_secs(10)).await.unwrap();
+    (source, session, stream)
+}
