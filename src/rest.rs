@@ -65,6 +65,7 @@ pub fn found<T: serde::Serialize>(list: Vec<T>, what: &str) -> ApiResult {
 
 /// Every REST route of the server.
 pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>) -> Router {
+    let stats = Router::new().route("/stats", get(stats).post(stats)).with_state((hub.clone(), relays.clone()));
     let relay_api = Router::new()
         .route("/pull/push", post(pull_push))
         .route("/pull/pull", post(pull_pull))
@@ -79,7 +80,8 @@ pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>) -> Router {
         .route("/connection/find_all", get(connection_find_all).post(connection_find_all))
         .route("/connection/terminate", post(connection_terminate))
         .with_state(hub)
-        .merge(relay_api);
+        .merge(relay_api)
+        .merge(stats);
     Router::new().nest("/rest-api", api).fallback(unknown).layer(middleware::from_fn(cors))
 }
 
@@ -192,4 +194,17 @@ async fn pull_find(State(relays): State<Arc<RelayManager>>, body: Bytes) -> ApiR
 async fn pull_terminate(State(relays): State<Arc<RelayManager>>, body: Bytes) -> ApiResult {
     let filter: RelayFilter = parse_body(&body)?;
     Ok(Json(relays.terminate(&filter).await?).into_response())
+}
+
+/// Beyond WCS: what the server holds right now, including the media engine's peers (a
+/// leak shows here first) and its packet counters.
+async fn stats(State((hub, relays)): State<(Arc<Hub>, Arc<RelayManager>)>) -> ApiResult {
+    let media = hub.media.stats().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let (sessions, streams) = {
+        let registry = hub.registry();
+        (registry.sessions().count(), registry.find(&StreamFilter::default()).len())
+    };
+    let relays = relays.find(&RelayFilter::default()).len();
+    Ok(Json(serde_json::json!({ "sessions": sessions, "streams": streams, "relays": relays, "media": media }))
+        .into_response())
 }

@@ -146,7 +146,8 @@ async fn stream_requests_with_bad_sdp_names_or_ids_fail_with_reasons() {
         request_status(&other, ClientMessage::PlayStream(request("h264-only", "taken", &h264_only)), "h264-only").await;
     assert_eq!((status.status, status.info.as_deref()), (StreamStatus::Failed, Some(reason::NO_COMMON_CODECS)));
 
-    // The refusals left nothing behind: only the publisher is listed.
+    // The refusals left nothing behind: only the publisher is listed and has a peer.
+    expect_media_peers(&server, 1).await;
     let (code, body) = http(server.http, "POST", "/rest-api/stream/find_all", None);
     assert_eq!(code, 200);
     let streams = json(&body);

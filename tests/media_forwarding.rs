@@ -119,4 +119,5 @@ async fn publisher_disconnect_stops_players_with_a_reason() {
     assert_eq!((stopped.status, stopped.info.as_deref()), (StreamStatus::Stopped, Some(reason::PUBLISHER_STOP)));
     let (status, body) = http(server.http, "POST", "/rest-api/stream/find", Some(r#"{"name":"gone"}"#));
     assert_eq!(status, 404, "stream still listed: {body}");
+    expect_media_peers(&server, 0).await;
 }

@@ -107,6 +107,8 @@ async fn push_relays_media_and_keyframe_requests_and_terminates() {
     // Only the origin's publisher remains on server 1: the relay's local leg is gone.
     let (_, streams) = rest(&s1, "stream/find_all", "{}");
     assert_eq!(streams.as_array().unwrap().len(), 1, "{streams}");
+    expect_media_peers(&s1, 1).await;
+    expect_media_peers(&s2, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +134,8 @@ async fn pull_republishes_a_remote_stream_locally() {
     let (code, _) = rest(&s2, "pull/terminate", r#"{"localStreamName":"near"}"#);
     assert_eq!(code, 200);
     assert_eq!(stream_status(&s2, "near"), None);
+    expect_media_peers(&s2, 0).await;
+    expect_media_peers(&s1, 1).await;
     // Server 1 no longer has the agent's player.
     let (code, _) = rest(&s1, "stream/find", r#"{"published":false}"#);
     assert_eq!(code, 404);
@@ -274,5 +278,6 @@ async fn terminate_during_setup_answers_and_leaks_nothing() {
     assert_eq!(http(s1.http, "GET", "/rest-api/pull/find_all", None).0, 404);
     let (code, _) = rest(&s1, "stream/find", r#"{"published":false}"#);
     assert_eq!(code, 404, "a local leg was left behind");
+    expect_media_peers(&s1, 1).await;
     drop(mute);
 }

@@ -153,6 +153,7 @@ async fn a_silent_session_is_dropped_and_its_streams_end() {
     assert_eq!(code, 404);
     let (code, body) = http(server.http, "GET", "/rest-api/stream/find_all", None);
     assert_eq!(code, 404, "the dropped session's stream is still listed: {body}");
+    expect_media_peers(&server, 0).await;
 
     // A client that answers pings stays.
     let client = connect(&server).await;

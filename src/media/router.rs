@@ -100,7 +100,8 @@ pub struct Datagram {
     pub contents: Vec<u8>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RouterStats {
     pub peers: usize,
     pub streams: usize,

@@ -172,3 +172,23 @@ pub async fn publish_source(
     stream.wait_for(hopcast::protocol::StreamStatus::Publishing, Duration::from_secs(10)).await.unwrap();
     (source, session, stream)
 }
+
+/// WebRTC peers the server's media engine holds (from `/rest-api/stats`): leaks show here.
+pub fn media_peers(server: &Server) -> u64 {
+    let (code, body) = http(server.http, "GET", "/rest-api/stats", None);
+    assert_eq!(code, 200, "{body}");
+    json(&body)["media"]["peers"].as_u64().unwrap()
+}
+
+/// Poll until the server holds `expected` media peers (a fail-safe bound, not a timing test).
+pub async fn expect_media_peers(server: &Server, expected: u64) {
+    let mut last = 0;
+    for _ in 0..100 {
+        last = media_peers(server);
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server holds {last} media peers, expected {expected}");
+}
