@@ -210,19 +210,30 @@ impl Engine {
                     None => break,
                 },
                 (index, len, source) = recv_any(&self.sockets, &mut buf) => {
-                    let destination = self.sockets[index].0;
-                    self.router.handle_datagram(Instant::now(), source, destination, &buf[..len]);
+                    self.receive(source, index, &buf[..len]);
                     // Take what else is queued: the router releases forwarded writes once
                     // per batch (see `Router::poll_transmit`).
                     for _ in 1..RECV_BATCH {
                         let Some((index, len, source)) = try_recv_any(&self.sockets, &mut buf) else { break };
-                        let destination = self.sockets[index].0;
-                        self.router.handle_datagram(Instant::now(), source, destination, &buf[..len]);
+                        self.receive(source, index, &buf[..len]);
                     }
                 },
                 _ = sleep => self.router.handle_timeout(Instant::now()),
             }
             self.flush().await;
+        }
+    }
+
+    /// One datagram from the network. Should a bug in the WebRTC stack panic on it, the
+    /// datagram is lost and logged, but the media thread and every other peer live on.
+    fn receive(&mut self, source: SocketAddr, socket: usize, data: &[u8]) {
+        let destination = self.sockets[socket].0;
+        let router = &mut self.router;
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            router.handle_datagram(Instant::now(), source, destination, data)
+        }));
+        if handled.is_err() {
+            tracing::error!(%source, len = data.len(), "panic while handling a datagram; dropped");
         }
     }
 

@@ -765,4 +765,129 @@ mod tests {
         assert!(matches!(router.answer(3, Role::Consumer(99), &offer, now), Err(MediaError::StreamNotFound)));
         assert_eq!(router.stats().peers, 1);
     }
+
+    // ---- two routers wired back to back, no sockets: the sans-IO payoff ----------
+
+    const SERVER: &str = "127.0.0.1:40000";
+
+    /// Deliver every queued datagram to the other router and advance time 1 ms per
+    /// round, `rounds` times; returns the events each side reported.
+    fn pump(a: &mut Router, b: &mut Router, now: &mut Instant, rounds: usize) -> (Vec<MediaEvent>, Vec<MediaEvent>) {
+        let (mut ea, mut eb) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            while let Some(d) = a.poll_transmit() {
+                b.handle_datagram(*now, d.source, d.destination, &d.contents);
+            }
+            while let Some(d) = b.poll_transmit() {
+                a.handle_datagram(*now, d.source, d.destination, &d.contents);
+            }
+            ea.extend(std::iter::from_fn(|| a.poll_event()));
+            eb.extend(std::iter::from_fn(|| b.poll_event()));
+            *now += Duration::from_millis(1);
+            a.handle_timeout(*now);
+            b.handle_timeout(*now);
+        }
+        (ea, eb)
+    }
+
+    fn stamped(kind: MediaKind, seq: u64, now: Instant) -> SourcePacket {
+        let mut payload = vec![if kind == MediaKind::Video { b'V' } else { b'A' }];
+        payload.extend_from_slice(&seq.to_be_bytes());
+        payload.resize(if kind == MediaKind::Video { 1000 } else { 100 }, seq as u8);
+        SourcePacket {
+            kind,
+            pt: source_pt(kind),
+            seq,
+            timestamp: seq as u32 * 3000,
+            marker: true,
+            payload: payload.into(),
+            arrival: now,
+        }
+    }
+
+    /// A client router publishing source 1 and playing it back into stream 2 through a
+    /// server router (ICE, DTLS and SRTP all real, only the network is a loop).
+    fn publish_and_play() -> (Router, Router, Instant, mpsc::UnboundedReceiver<SourcePacket>) {
+        let mut now = Instant::now();
+        let mut client = Router::new(vec!["127.0.0.1:50000".parse().unwrap()], Duration::from_secs(5));
+        let mut server = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(5));
+        client.add_source(1);
+        let offer = client.offer(10, Role::Consumer(1), "127.0.0.1:40001".parse().unwrap(), now).unwrap();
+        let answer = server.answer(20, Role::Producer(100), &offer, now).unwrap();
+        client.apply_answer(10, &answer, now).unwrap();
+        let (_, server_events) = pump(&mut client, &mut server, &mut now, 50);
+        assert!(server_events.contains(&MediaEvent::Connected { peer: 20 }), "publisher never connected");
+
+        let tap = {
+            let (tx, rx) = mpsc::unbounded_channel();
+            client.tap(2, tx);
+            rx
+        };
+        let offer = client.offer(11, Role::Producer(2), "127.0.0.1:40002".parse().unwrap(), now).unwrap();
+        let answer = server.answer(21, Role::Consumer(100), &offer, now).unwrap();
+        client.apply_answer(11, &answer, now).unwrap();
+        let (_, server_events) = pump(&mut client, &mut server, &mut now, 50);
+        assert!(server_events.contains(&MediaEvent::Connected { peer: 21 }), "player never connected");
+        (client, server, now, tap)
+    }
+
+    fn send_and_receive(
+        client: &mut Router,
+        server: &mut Router,
+        now: &mut Instant,
+        tap: &mut mpsc::UnboundedReceiver<SourcePacket>,
+        seqs: std::ops::Range<u64>,
+    ) -> usize {
+        let mut intact = 0;
+        for seq in seqs.clone() {
+            client.inject(1, &stamped(MediaKind::Video, seq, *now), *now);
+            client.inject(1, &stamped(MediaKind::Audio, seq, *now), *now);
+            pump(client, server, now, 2);
+        }
+        pump(client, server, now, 20);
+        while let Ok(p) = tap.try_recv() {
+            let kind = p.kind;
+            let seq = u64::from_be_bytes(p.payload[1..9].try_into().unwrap());
+            assert_eq!(&p.payload[..], &stamped(kind, seq, *now).payload[..], "payload changed in transit");
+            intact += 1;
+        }
+        intact
+    }
+
+    #[test]
+    fn forwards_between_routers_without_sockets() {
+        let (mut client, mut server, mut now, mut tap) = publish_and_play();
+        let intact = send_and_receive(&mut client, &mut server, &mut now, &mut tap, 1..101);
+        assert!(intact >= 195, "{intact} of 200 packets arrived intact");
+        assert!(server.stats().packets_forwarded >= 195);
+    }
+
+    #[test]
+    fn garbage_from_a_connected_peer_is_survived() {
+        let (mut client, mut server, mut now, mut tap) = publish_and_play();
+        // Datagrams that look like STUN, DTLS, RTP and RTCP from the publisher's own
+        // address, random otherwise (a fixed-seed xorshift: the same every run).
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let source = "127.0.0.1:40001".parse().unwrap();
+        for i in 0..20_000 {
+            let len = (next() % 1500) as usize;
+            let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if let Some(first) = d.first_mut() {
+                *first = [0x00, 0x01, 0x16, 0x17, 0x80, 0x90, 0x81][i % 7];
+            }
+            if d.len() > 8 && i % 3 == 0 {
+                d[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+            }
+            server.handle_datagram(now, source, SERVER.parse().unwrap(), &d);
+        }
+        pump(&mut client, &mut server, &mut now, 5);
+        let intact = send_and_receive(&mut client, &mut server, &mut now, &mut tap, 1000..1100);
+        assert!(intact >= 195, "after the garbage only {intact} of 200 packets arrived");
+    }
 }
