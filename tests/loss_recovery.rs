@@ -17,8 +17,8 @@ use hopcast::protocol::StreamStatus;
 use str0m::media::MediaKind;
 
 /// Forwards between clients (on `front`) and `server`, one back socket per client, and
-/// drops every `nth` RTP datagram going to the server; with `drop_rtx` it also drops
-/// every retransmission (payload type `RTX_PT`), as a control.
+/// drops every `nth` original RTP datagram going to the server; with `drop_rtx` it also
+/// drops every retransmission (payload type `RTX_PT`), as a control.
 struct LossyProxy {
     running: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
@@ -53,9 +53,16 @@ impl LossyProxy {
                     });
                     // RTP (not RTCP: payload types 200-207 follow the marker bit there).
                     let is_rtp = n > 12 && (128..192).contains(&buf[0]) && !(200..=207).contains(&buf[1]);
-                    if is_rtp {
+                    let rtx = is_rtp && buf[1] & 0x7f == RTX_PT;
+                    // Originals: every nth is lost. Retransmissions pass (or, as the
+                    // control, are all lost): one loss each, as str0m NACKs a packet once.
+                    if rtx && drop_rtx {
+                        drop_count.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if is_rtp && !rtx {
                         rtp_seen += 1;
-                        if rtp_seen.is_multiple_of(nth) || (drop_rtx && buf[1] & 0x7f == RTX_PT) {
+                        if rtp_seen.is_multiple_of(nth) {
                             drop_count.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }

@@ -25,7 +25,7 @@ use str0m::config::DtlsCert;
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{Extension, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::sync::mpsc;
 
@@ -223,7 +223,7 @@ impl Router {
             Role::Producer(_) => publish_codecs(preferred),
             Role::Consumer(key) => self.consumer_codecs(key)?,
         };
-        let mut rtc = rtc_config(codecs, &self.dtls_cert).set_ice_lite(true).build(now);
+        let mut rtc = rtc_config(role, codecs, &self.dtls_cert).set_ice_lite(true).build(now);
         for addr in &self.shared_addrs {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(c);
@@ -254,7 +254,7 @@ impl Router {
                 (codecs, kinds)
             }
         };
-        let mut rtc = rtc_config(codecs, &self.dtls_cert).build(now);
+        let mut rtc = rtc_config(role, codecs, &self.dtls_cert).build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| MediaError::Webrtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let mut api = rtc.sdp_api();
@@ -704,9 +704,15 @@ fn publish_codecs(video: Option<VideoCodec>) -> Vec<PayloadParams> {
     all.params().iter().filter(|p| wanted(p.spec().codec)).copied().collect()
 }
 
-fn rtc_config(codecs: Vec<PayloadParams>, cert: &DtlsCert) -> RtcConfig {
+fn rtc_config(role: Role, codecs: Vec<PayloadParams>, cert: &DtlsCert) -> RtcConfig {
     let mut config = RtcConfig::new().set_rtp_mode(true).set_dtls_cert(cert.clone()).set_stats_interval(None);
     *config.codec_config() = CodecConfig::new_from_payload_params(codecs);
+    if let Role::Consumer(_) = role {
+        // Toward a consumer we run no bandwidth estimation and forward no header
+        // extension values: transport-cc and abs-send-time would only cost per packet.
+        // Producers keep the standard set, so browsers' own estimation gets its feedback.
+        config = config.clear_extension_map().set_extension(4, Extension::RtpMid);
+    }
     config
 }
 

@@ -7,6 +7,7 @@ mod baseline;
 mod common;
 mod fanout;
 mod relay;
+mod router_bench;
 mod setup;
 
 use std::path::PathBuf;
@@ -44,6 +45,14 @@ enum Command {
     Relay(BenchArgs),
     /// Publish/play setup times and sessions per second.
     Setup(BenchArgs),
+    /// The router alone in one thread, no sockets: user-space cost per forwarded packet.
+    Router {
+        #[arg(long, default_value_t = 100)]
+        players: usize,
+        /// Video packets injected (plus half as many audio packets).
+        #[arg(long, default_value_t = 2000)]
+        packets: u64,
+    },
     /// Every scenario with tiny numbers: proves the benchmark still runs (CI).
     Smoke {
         #[arg(long, default_value = "target/bench/smoke.csv")]
@@ -81,11 +90,13 @@ fn main() {
             Command::Fanout(b) => run_fanout(&b).await,
             Command::Relay(b) => relay::run(b.seconds, b.bitrate, 5, &b.csv).await,
             Command::Setup(b) => setup::run(20, 200, &b.csv).await,
+            Command::Router { players, packets } => router_bench::run(players, packets),
             Command::Smoke { csv } => {
                 let b = BenchArgs { players: vec![2], seconds: 1, bitrate: 300_000, csv };
                 run_fanout(&b).await;
                 relay::run(1, b.bitrate, 1, &b.csv).await;
                 setup::run(2, 4, &b.csv).await;
+                router_bench::run(2, 50);
             }
         }
     });

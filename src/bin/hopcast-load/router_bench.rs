@@ -1,0 +1,100 @@
+//! The router alone, in one thread, no sockets: a client router publishes to a server
+//! router that forwards to N players (real ICE, DTLS and SRTP; the "network" is a loop
+//! in memory). Only the server router's calls are timed, and what it sends to players
+//! is counted and dropped, so the figure is hopcast + str0m user-space cost per
+//! forwarded packet, without the kernel. Deterministic enough for callgrind:
+//!
+//!   valgrind --tool=callgrind --toggle-collect='*measured_forwarding*' \
+//!       target/release/hopcast-load router --players 100 --packets 2000
+
+use std::time::{Duration, Instant};
+
+use hopcast::media::router::{source_pt, Role, Router, SourcePacket};
+use str0m::media::MediaKind;
+
+const SERVER: &str = "127.0.0.1:40000";
+
+fn pump(client: &mut Router, server: &mut Router, now: &mut Instant) {
+    for _ in 0..200 {
+        while let Some(d) = client.poll_transmit() {
+            server.handle_datagram(*now, d.source, d.destination, &d.contents);
+        }
+        while let Some(d) = server.poll_transmit() {
+            client.handle_datagram(*now, d.source, d.destination, &d.contents);
+        }
+        *now += Duration::from_millis(1);
+        client.handle_timeout(*now);
+        server.handle_timeout(*now);
+    }
+}
+
+fn packet(kind: MediaKind, seq: u64, now: Instant) -> SourcePacket {
+    let len = if kind == MediaKind::Video { 1100 } else { 120 };
+    let payload = vec![seq as u8; len];
+    SourcePacket {
+        kind,
+        pt: source_pt(kind),
+        seq,
+        timestamp: seq as u32 * 3000,
+        marker: true,
+        payload: payload.into(),
+        arrival: now,
+    }
+}
+
+/// (forwarded packets, time spent in the server router).
+#[inline(never)]
+fn measured_forwarding(client: &mut Router, server: &mut Router, now: &mut Instant, packets: u64) -> (u64, Duration) {
+    let forwarded_before = server.stats().packets_forwarded;
+    let mut spent = Duration::ZERO;
+    let mut sent = 0u64;
+    for seq in 1..=packets {
+        // 110 packets/s in: a video packet every round, an audio packet every other.
+        client.inject(1, &packet(MediaKind::Video, 10_000 + seq, *now), *now);
+        if seq % 2 == 0 {
+            client.inject(1, &packet(MediaKind::Audio, 10_000 + seq, *now), *now);
+        }
+        let t = Instant::now();
+        while let Some(d) = client.poll_transmit() {
+            server.handle_datagram(*now, d.source, d.destination, &d.contents);
+        }
+        while let Some(d) = server.poll_transmit() {
+            sent += d.contents.len() as u64 / 1_000_000; // keep the datagram "used"
+        }
+        *now += Duration::from_millis(5);
+        server.handle_timeout(*now);
+        while server.poll_transmit().is_some() {}
+        spent += t.elapsed();
+        client.handle_timeout(*now);
+    }
+    std::hint::black_box(sent);
+    (server.stats().packets_forwarded - forwarded_before, spent)
+}
+
+pub fn run(players: usize, packets: u64) {
+    let mut now = Instant::now();
+    let mut client = Router::new(vec!["127.0.0.1:50000".parse().unwrap()], Duration::from_secs(30));
+    let mut server = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(30));
+    client.add_source(1);
+    let offer = client.offer(1, Role::Consumer(1), "127.0.0.1:41000".parse().unwrap(), now).expect("offer");
+    let answer = server.answer(1, Role::Producer(100), &offer, now).expect("answer");
+    client.apply_answer(1, &answer, now).expect("apply");
+    pump(&mut client, &mut server, &mut now);
+    for i in 0..players as u64 {
+        let local = format!("127.0.0.1:{}", 41001 + i).parse().unwrap();
+        let offer = client.offer(10 + i, Role::Producer(1000 + i), local, now).expect("offer");
+        let answer = server.answer(10 + i, Role::Consumer(100), &offer, now).expect("answer");
+        client.apply_answer(10 + i, &answer, now).expect("apply");
+        if i % 20 == 19 {
+            pump(&mut client, &mut server, &mut now);
+        }
+    }
+    pump(&mut client, &mut server, &mut now);
+    let (forwarded, spent) = measured_forwarding(&mut client, &mut server, &mut now, packets);
+    println!("\nrouter alone (1 publisher, {players} players, in memory, no kernel)");
+    println!(
+        "forwarded {forwarded} packets; server router time {:.1} ms: {:.2} µs per forwarded packet",
+        spent.as_secs_f64() * 1e3,
+        spent.as_secs_f64() * 1e6 / forwarded.max(1) as f64
+    );
+}
