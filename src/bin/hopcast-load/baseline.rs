@@ -22,17 +22,34 @@ pub fn cost_per_packet(players: usize, window: Duration, pps: f64, size: usize) 
     let input = UdpSocket::bind("127.0.0.1:0").expect("bind");
     input.set_read_timeout(Some(Duration::from_millis(50))).ok();
     let input_addr = input.local_addr().expect("addr");
-    let sink = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let sink_addr = sink.local_addr().expect("addr");
+    // One receiving socket per player, all waited on by one thread through epoll (tokio),
+    // as the players of the fan-out scenario are: the sender pays for waking them.
+    let sinks: Vec<UdpSocket> = (0..players).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    let sink_addrs: Vec<std::net::SocketAddr> = sinks.iter().map(|s| s.local_addr().expect("addr")).collect();
     let running = Arc::new(AtomicBool::new(true));
 
     let drain_running = running.clone();
-    sink.set_read_timeout(Some(Duration::from_millis(50))).ok();
     let drain = std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while drain_running.load(Ordering::Relaxed) {
-            let _ = sink.recv(&mut buf);
-        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let sockets: Vec<tokio::net::UdpSocket> = sinks
+                .into_iter()
+                .filter_map(|s| s.set_nonblocking(true).ok().and(tokio::net::UdpSocket::from_std(s).ok()))
+                .collect();
+            let mut buf = [0u8; 2048];
+            while drain_running.load(Ordering::Relaxed) {
+                let receive = std::future::poll_fn(|cx| {
+                    for socket in &sockets {
+                        let mut read = tokio::io::ReadBuf::new(&mut buf);
+                        while let std::task::Poll::Ready(Ok(_)) = socket.poll_recv_from(cx, &mut read) {
+                            read.clear();
+                        }
+                    }
+                    std::task::Poll::<()>::Pending
+                });
+                let _ = tokio::time::timeout(Duration::from_millis(50), receive).await;
+            }
+        });
     });
 
     let fwd_running = running.clone();
@@ -61,7 +78,7 @@ pub fn cost_per_packet(players: usize, window: Duration, pps: f64, size: usize) 
                     .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), body)
                     .expect("seal");
                 packet.extend_from_slice(tag.as_ref());
-                let _ = out.send_to(&packet, sink_addr);
+                let _ = out.send_to(&packet, sink_addrs[player]);
                 forwarded += 1;
             }
         }
