@@ -63,7 +63,7 @@ pub fn cost_per_packet(players: usize, window: Duration, pps: f64, size: usize) 
         let mut seq = 0u64;
         while fwd_running.load(Ordering::Relaxed) {
             let Ok(n) = input.recv(&mut buf) else { continue };
-            for player in 0..players {
+            for (player, destination) in sink_addrs.iter().enumerate() {
                 seq += 1;
                 // Per player: its own header and keystream, so a copy and a seal each.
                 packet.clear();
@@ -78,7 +78,7 @@ pub fn cost_per_packet(players: usize, window: Duration, pps: f64, size: usize) 
                     .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), body)
                     .expect("seal");
                 packet.extend_from_slice(tag.as_ref());
-                let _ = out.send_to(&packet, sink_addrs[player]);
+                let _ = out.send_to(&packet, destination);
                 forwarded += 1;
             }
         }
