@@ -11,6 +11,10 @@ use tokio::sync::mpsc;
 use crate::media::{PeerId, StreamKey};
 use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 
+/// Streams one session may have waiting for ICE/DTLS at once.
+pub const MAX_PENDING_PER_SESSION: usize = 16;
+pub const TOO_MANY_PENDING: &str = "Failed by error: too many streams of this session are still connecting";
+
 /// What a session's connection task must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
@@ -115,6 +119,13 @@ impl Registry {
         }
         if req.name.trim().is_empty() {
             return Err(reason::STREAM_NOT_FOUND);
+        }
+        // Each pending stream holds a WebRTC peer for up to the ICE timeout: bound them,
+        // so that one client cannot pile up peers faster than they expire.
+        let pending =
+            self.streams.values().filter(|s| s.info.session_id == session && s.info.status == StreamStatus::Pending);
+        if pending.count() >= MAX_PENDING_PER_SESSION {
+            return Err(TOO_MANY_PENDING);
         }
         Ok(())
     }
@@ -288,6 +299,17 @@ mod tests {
         );
         assert!(r.published("cam").is_none());
         r.begin_publish("s1", &req("pub2", "cam"), 3, 11).unwrap();
+    }
+
+    #[test]
+    fn pending_streams_per_session_are_bounded() {
+        let (mut r, _rx) = registry();
+        for i in 0..MAX_PENDING_PER_SESSION as u64 {
+            r.begin_publish("s1", &req(&format!("m{i}"), &format!("n{i}")), i, 100 + i).unwrap();
+        }
+        assert_eq!(r.begin_publish("s1", &req("one-more", "x"), 99, 999), Err(TOO_MANY_PENDING));
+        r.connected(0);
+        r.begin_publish("s1", &req("one-more", "x"), 99, 999).unwrap();
     }
 
     #[test]
