@@ -263,3 +263,41 @@ fn rest_allows_cross_origin_calls() {
     );
     assert!(get.contains("access-control-allow-origin: *"), "{get}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cannot_pile_up_connecting_streams() {
+    let server = Server::start(&[]);
+    let cm = client_media();
+    let client = connect(&server).await;
+    let limit = hopcast::registry::MAX_PENDING_PER_SESSION;
+    // Offers whose ICE never starts (the client peers are never told the answer).
+    for i in 0..=limit {
+        let offer = cm.media.offer(cm.media.next_id(), Role::Producer(cm.media.next_id())).await.unwrap();
+        let id = format!("pile-{i}");
+        let mut rx = client.subscribe(&id);
+        let mut req = request(&id, &format!("pile-{i}"), &offer);
+        req.published = true;
+        client.send(ClientMessage::PublishStream(req));
+        let first = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+        match (i < limit, first) {
+            (true, ServerMessage::SetRemoteSdp { .. }) => {}
+            (false, ServerMessage::StreamStatus(s)) => {
+                assert_eq!(
+                    (s.status, s.info.as_deref()),
+                    (StreamStatus::Failed, Some(hopcast::registry::TOO_MANY_PENDING))
+                );
+            }
+            (_, other) => panic!("request {i}: unexpected {other:?}"),
+        }
+    }
+    expect_media_peers(&server, limit as u64).await;
+    // Another session is not affected.
+    let other = connect(&server).await;
+    let offer = cm.media.offer(cm.media.next_id(), Role::Producer(cm.media.next_id())).await.unwrap();
+    let mut rx = other.subscribe("other-1");
+    let mut req = request("other-1", "other", &offer);
+    req.published = true;
+    other.send(ClientMessage::PublishStream(req));
+    let first = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert!(matches!(first, ServerMessage::SetRemoteSdp { .. }), "{first:?}");
+}
