@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use str0m::media::MediaKind;
 
-use crate::media::router::source_pt;
 use crate::media::{MediaHandle, SourcePacket, StreamKey};
 
 pub const MAX_PAYLOAD: usize = 1200;
@@ -123,7 +122,7 @@ impl SyntheticSource {
         let now = Instant::now();
         let sent_ns = now.duration_since(self.epoch).as_nanos() as u64;
         let payload: Arc<[u8]> = stamp(kind, keyframe, seq, sent_ns, len).into();
-        let packet = SourcePacket { kind, pt: source_pt(kind), seq, timestamp, marker, payload, arrival: now };
+        let packet = SourcePacket { timestamp, marker, ..SourcePacket::synthetic(kind, seq, payload, now) };
         self.media.inject(self.key, packet);
     }
 

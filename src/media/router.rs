@@ -79,6 +79,34 @@ pub struct SourcePacket {
     pub arrival: Instant,
 }
 
+impl SourcePacket {
+    /// A packet of a synthetic source (see [`source_codecs`]): one marked frame or audio
+    /// packet per sequence number, timestamps 30 fps / 20 ms apart.
+    pub fn synthetic(kind: MediaKind, seq: u64, payload: impl Into<Arc<[u8]>>, arrival: Instant) -> Self {
+        let clock_step = if kind == MediaKind::Video { 3000 } else { 960 };
+        SourcePacket {
+            kind,
+            pt: source_pt(kind),
+            seq,
+            timestamp: (seq as u32).wrapping_mul(clock_step),
+            marker: true,
+            payload: payload.into(),
+            arrival,
+        }
+    }
+}
+
+/// Deliver every datagram `a` and `b` have queued to the other, at `now`: two routers
+/// wired back to back in memory (the router's tests and `hopcast-load router`).
+pub fn exchange_datagrams(a: &mut Router, b: &mut Router, now: Instant) {
+    while let Some(d) = a.poll_transmit() {
+        b.handle_datagram(now, d.source, d.destination, &d.contents);
+    }
+    while let Some(d) = b.poll_transmit() {
+        a.handle_datagram(now, d.source, d.destination, &d.contents);
+    }
+}
+
 /// Something the signaling layer must hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
@@ -781,12 +809,7 @@ mod tests {
     fn pump(a: &mut Router, b: &mut Router, now: &mut Instant, rounds: usize) -> (Vec<MediaEvent>, Vec<MediaEvent>) {
         let (mut ea, mut eb) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            while let Some(d) = a.poll_transmit() {
-                b.handle_datagram(*now, d.source, d.destination, &d.contents);
-            }
-            while let Some(d) = b.poll_transmit() {
-                a.handle_datagram(*now, d.source, d.destination, &d.contents);
-            }
+            exchange_datagrams(a, b, *now);
             ea.extend(std::iter::from_fn(|| a.poll_event()));
             eb.extend(std::iter::from_fn(|| b.poll_event()));
             *now += Duration::from_millis(1);
@@ -800,15 +823,7 @@ mod tests {
         let mut payload = vec![if kind == MediaKind::Video { b'V' } else { b'A' }];
         payload.extend_from_slice(&seq.to_be_bytes());
         payload.resize(if kind == MediaKind::Video { 1000 } else { 100 }, seq as u8);
-        SourcePacket {
-            kind,
-            pt: source_pt(kind),
-            seq,
-            timestamp: seq as u32 * 3000,
-            marker: true,
-            payload: payload.into(),
-            arrival: now,
-        }
+        SourcePacket::synthetic(kind, seq, payload, now)
     }
 
     /// A client router publishing source 1 and playing it back into stream 2 through a

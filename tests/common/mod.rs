@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use hopcast::client::SignalingClient;
 use hopcast::media::engine;
-use hopcast::media::router::source_pt;
 use hopcast::media::{MediaEvent, MediaHandle, SourcePacket, StreamKey};
 use hopcast::server_process::{ServerProcess, ANY_PORTS};
 use str0m::media::MediaKind;
@@ -81,16 +80,7 @@ pub fn payload(kind: MediaKind, seq: u64, len: usize) -> Vec<u8> {
 }
 
 pub fn packet(kind: MediaKind, seq: u64, len: usize) -> SourcePacket {
-    let clock = if kind == MediaKind::Video { 3000 } else { 960 };
-    SourcePacket {
-        kind,
-        pt: source_pt(kind),
-        seq,
-        timestamp: (seq as u32).wrapping_mul(clock),
-        marker: true,
-        payload: payload(kind, seq, len).into(),
-        arrival: Instant::now(),
-    }
+    SourcePacket::synthetic(kind, seq, payload(kind, seq, len), Instant::now())
 }
 
 /// Inject `count` video and audio packets, 2 ms apart.

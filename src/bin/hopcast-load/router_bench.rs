@@ -9,19 +9,14 @@
 
 use std::time::{Duration, Instant};
 
-use hopcast::media::router::{source_pt, Role, Router, SourcePacket};
+use hopcast::media::router::{exchange_datagrams, Role, Router, SourcePacket};
 use str0m::media::MediaKind;
 
 const SERVER: &str = "127.0.0.1:40000";
 
 fn pump(client: &mut Router, server: &mut Router, now: &mut Instant) {
     for _ in 0..200 {
-        while let Some(d) = client.poll_transmit() {
-            server.handle_datagram(*now, d.source, d.destination, &d.contents);
-        }
-        while let Some(d) = server.poll_transmit() {
-            client.handle_datagram(*now, d.source, d.destination, &d.contents);
-        }
+        exchange_datagrams(client, server, *now);
         *now += Duration::from_millis(1);
         client.handle_timeout(*now);
         server.handle_timeout(*now);
@@ -30,16 +25,7 @@ fn pump(client: &mut Router, server: &mut Router, now: &mut Instant) {
 
 fn packet(kind: MediaKind, seq: u64, now: Instant) -> SourcePacket {
     let len = if kind == MediaKind::Video { 1100 } else { 120 };
-    let payload = vec![seq as u8; len];
-    SourcePacket {
-        kind,
-        pt: source_pt(kind),
-        seq,
-        timestamp: seq as u32 * 3000,
-        marker: true,
-        payload: payload.into(),
-        arrival: now,
-    }
+    SourcePacket::synthetic(kind, seq, vec![seq as u8; len], now)
 }
 
 /// (forwarded packets, time spent in the server router).
