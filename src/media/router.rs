@@ -151,6 +151,29 @@ pub fn source_pt(kind: MediaKind) -> Pt {
 
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Peer ids and stream keys are integers we hand out from one counter, never chosen by
+/// the network, so they need no SipHash (whose cost showed in the profile): a
+/// multiplicative hash spreads them well. Maps keyed by what the network sends
+/// (addresses, ufrags) keep the default, flood-resistant hasher.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 struct OutTrack {
     kind: MediaKind,
     mid: Mid,
@@ -192,11 +215,11 @@ pub struct Router {
     shared_addrs: Vec<SocketAddr>,
     dtls_cert: DtlsCert,
     connect_timeout: Duration,
-    peers: HashMap<PeerId, Peer>,
+    peers: IdMap<Peer>,
     by_ufrag: HashMap<String, PeerId>,
     by_source: HashMap<SocketAddr, PeerId>,
     by_dedicated: HashMap<SocketAddr, PeerId>,
-    streams: HashMap<StreamKey, Stream>,
+    streams: IdMap<Stream>,
     transmits: VecDeque<Datagram>,
     events: VecDeque<MediaEvent>,
     released: Vec<SocketAddr>,
@@ -217,11 +240,11 @@ impl Router {
             shared_addrs,
             dtls_cert,
             connect_timeout,
-            peers: HashMap::new(),
+            peers: IdMap::default(),
             by_ufrag: HashMap::new(),
             by_source: HashMap::new(),
             by_dedicated: HashMap::new(),
-            streams: HashMap::new(),
+            streams: IdMap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             released: Vec::new(),
