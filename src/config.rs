@@ -18,6 +18,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("https.port", "8444", "REST API and web pages over TLS (https://)"),
     ("media_port_from", "31000", "first UDP port tried for the media socket (all peers share one port)"),
     ("media_port_to", "32000", "last UDP port tried for the media socket"),
+    (
+        "media.gso",
+        "true",
+        "send runs of packets to one peer as one UDP GSO message (falls back by itself where the kernel refuses)",
+    ),
     ("ip", "", "IP advertised in ICE candidates; empty: the host's outbound IP plus 127.0.0.1"),
     ("ip_local", "", "IP the media socket binds to; empty: the same as `ip`"),
     ("tls.cert", "", "PEM certificate chain for wss/https; empty: a self-signed one made at start"),
@@ -40,6 +45,7 @@ pub struct Config {
     pub https_port: u16,
     pub media_port_from: u16,
     pub media_port_to: u16,
+    pub media_gso: bool,
     /// Advertised IPs; empty means "detect".
     pub ip: Option<IpAddr>,
     pub ip_local: Option<IpAddr>,
@@ -171,6 +177,7 @@ impl Config {
             https_port: port("https.port")?,
             media_port_from,
             media_port_to,
+            media_gso: boolean("media.gso")?,
             ip: ip("ip")?,
             ip_local: ip("ip_local")?,
             tls_cert,

@@ -46,10 +46,12 @@ async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
 }
 
 pub async fn start(config: Config) -> Result<RunningServer, String> {
-    let (media, mut media_events) = engine::start(&config.media_ips(), config.media_port_from..=config.media_port_to)
-        .map_err(|e| {
-        format!("cannot bind media UDP port in {}-{}: {e}", config.media_port_from, config.media_port_to)
-    })?;
+    let (media, mut media_events) = engine::start(
+        &config.media_ips(),
+        config.media_port_from..=config.media_port_to,
+        engine::Options { gso: config.media_gso },
+    )
+    .map_err(|e| format!("cannot bind media UDP port in {}-{}: {e}", config.media_port_from, config.media_port_to))?;
     let media_addrs = media.addrs().to_vec();
     let hub = Hub::new(media);
     let events_hub = hub.clone();

@@ -78,6 +78,13 @@ impl ServerProcess {
         http_request(self.http, "POST", &format!("/rest-api/{method}"), Some(body))
     }
 
+    /// The media engine's counters from `/rest-api/stats` (the `media` object).
+    pub fn media_stats(&self) -> Option<serde_json::Value> {
+        let (code, body) = http_request(self.http, "GET", "/rest-api/stats", None);
+        let stats: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        stats.get("media").cloned()
+    }
+
     /// User + system CPU time the process has used so far.
     pub fn cpu_time(&self) -> Option<Duration> {
         cpu_time(self.pid())

@@ -5,28 +5,25 @@
 //! All server-side peers share one UDP port (one socket per advertised IP). Client-side
 //! peers (offers) get an ephemeral socket each, see `router`'s module comment.
 
-use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use str0m::media::KeyframeRequestKind;
-use tokio::io::{Interest, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::router::{Datagram, MediaError, MediaEvent, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey};
+use super::udp::{self, SendStats, Sender};
 
 /// How long a new peer may take to complete ICE and DTLS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-const SOCKET_BUFFER: usize = 4 << 20;
 /// Datagrams taken from the sockets before queued writes are released.
 const RECV_BATCH: usize = 32;
-/// Datagrams handed to the kernel per sendmmsg call.
-const SEND_BATCH: usize = 64;
+/// Datagrams released by the router per send (they leave in one or more sendmmsg calls).
+const SEND_BATCH: usize = 256;
 
 enum Command {
     Answer { peer: PeerId, role: Role, offer: String, reply: oneshot::Sender<Result<String, MediaError>> },
@@ -38,7 +35,16 @@ enum Command {
     Inject { key: StreamKey, packet: SourcePacket },
     Tap { key: StreamKey, tap: mpsc::UnboundedSender<SourcePacket> },
     RequestKeyframe { key: StreamKey },
-    Stats { reply: oneshot::Sender<RouterStats> },
+    Stats { reply: oneshot::Sender<MediaStats> },
+}
+
+/// The engine's counters: the router's and the sockets'.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct MediaStats {
+    #[serde(flatten)]
+    pub router: RouterStats,
+    #[serde(flatten)]
+    pub sent: SendStats,
 }
 
 /// Cheap, cloneable access to the media engine thread.
@@ -82,7 +88,7 @@ impl MediaHandle {
         self.call(|reply| Command::ApplyAnswer { peer, answer, reply }).await?
     }
 
-    pub async fn stats(&self) -> Result<RouterStats, MediaError> {
+    pub async fn stats(&self) -> Result<MediaStats, MediaError> {
         self.call(|reply| Command::Stats { reply }).await
     }
 
@@ -113,12 +119,26 @@ impl MediaHandle {
     }
 }
 
+/// How the engine uses the sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Join runs of datagrams to one peer into UDP GSO messages (see `udp`).
+    pub gso: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { gso: true }
+    }
+}
+
 /// Bind the shared media socket on every `(bind, advertised)` IP pair, on the first
 /// port of `ports` free on all of them, and start the engine thread. Media events
 /// arrive on the returned receiver.
 pub fn start(
     ips: &[(IpAddr, IpAddr)],
     ports: std::ops::RangeInclusive<u16>,
+    options: Options,
 ) -> io::Result<(MediaHandle, mpsc::UnboundedReceiver<MediaEvent>)> {
     let sockets = bind_shared(ips, ports)?;
     let shared_addrs: Vec<SocketAddr> = sockets.iter().map(|(adv, _)| *adv).collect();
@@ -140,6 +160,7 @@ pub fn start(
                 client_ip,
                 events: event_tx,
                 batch: Vec::new(),
+                sender: Sender::new(options.gso),
             };
             engine.run(cmd_rx).await;
         });
@@ -158,7 +179,7 @@ fn bind_shared(
         let mut bound = Vec::new();
         let mut chosen = port;
         for (bind, advertised) in ips {
-            match bind_udp(SocketAddr::new(*bind, chosen)) {
+            match udp::bind(SocketAddr::new(*bind, chosen)) {
                 Ok(s) => {
                     chosen = s.local_addr()?.port();
                     bound.push((SocketAddr::new(*advertised, chosen), s));
@@ -176,16 +197,6 @@ fn bind_shared(
     Err(last_error)
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
-    // Bursts of video (a keyframe is dozens of packets) overflow default buffers.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
 struct Engine {
     router: Router,
     /// (local advertised address, socket): the shared ones first, then one per client peer.
@@ -194,6 +205,7 @@ struct Engine {
     events: mpsc::UnboundedSender<MediaEvent>,
     /// Reused buffer of outgoing datagrams.
     batch: Vec<Datagram>,
+    sender: Sender,
 }
 
 impl Engine {
@@ -209,12 +221,12 @@ impl Engine {
                     Some(command) => self.handle_command(command),
                     None => break,
                 },
-                (index, len, source) = recv_any(&self.sockets, &mut buf) => {
+                (index, len, source) = udp::recv_any(&self.sockets, &mut buf) => {
                     self.receive(source, index, &buf[..len]);
                     // Take what else is queued: the router releases forwarded writes once
                     // per batch (see `Router::poll_transmit`).
                     for _ in 1..RECV_BATCH {
-                        let Some((index, len, source)) = try_recv_any(&self.sockets, &mut buf) else { break };
+                        let Some((index, len, source)) = udp::try_recv_any(&self.sockets, &mut buf) else { break };
                         self.receive(source, index, &buf[..len]);
                     }
                 },
@@ -244,7 +256,7 @@ impl Engine {
                 let _ = reply.send(self.router.answer(peer, role, &offer, now));
             }
             Command::Offer { peer, role, reply } => {
-                let result = bind_udp(SocketAddr::new(self.client_ip, 0))
+                let result = udp::bind(SocketAddr::new(self.client_ip, 0))
                     .and_then(|s| Ok((s.local_addr()?, UdpSocket::from_std(s)?)))
                     .map_err(|e| MediaError::Webrtc(format!("client socket: {e}")))
                     .and_then(|(local, socket)| {
@@ -264,7 +276,7 @@ impl Engine {
             Command::Tap { key, tap } => self.router.tap(key, tap),
             Command::RequestKeyframe { key } => self.router.request_keyframe(key, KeyframeRequestKind::Pli, now),
             Command::Stats { reply } => {
-                let _ = reply.send(self.router.stats());
+                let _ = reply.send(MediaStats { router: self.router.stats(), sent: self.sender.stats });
             }
         }
     }
@@ -274,7 +286,7 @@ impl Engine {
         let mut batch = std::mem::take(&mut self.batch);
         loop {
             batch.clear();
-            // A run of datagrams from one local address goes out in one sendmmsg call.
+            // A run of datagrams from one local address goes out together (see `udp`).
             while batch.len() < SEND_BATCH {
                 let Some(d) = self.router.poll_transmit() else { break };
                 if batch.first().is_some_and(|f: &Datagram| f.source != d.source) {
@@ -297,87 +309,9 @@ impl Engine {
         }
     }
 
-    async fn send_batch(&self, batch: &[Datagram]) {
+    async fn send_batch(&mut self, batch: &[Datagram]) {
         let Some(first) = batch.first() else { return };
         let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == first.source) else { return };
-        let mut sent = 0;
-        while sent < batch.len() {
-            match socket.try_io(Interest::WRITABLE, || sendmmsg(socket, &batch[sent..])) {
-                Ok(n) => sent += n.max(1),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = socket.writable().await;
-                }
-                Err(e) => {
-                    // One bad destination (e.g. unreachable) must not stall the rest.
-                    tracing::debug!(destination = %batch[sent].destination, error = %e, "send failed");
-                    sent += 1;
-                }
-            }
-        }
+        self.sender.send(socket, batch).await;
     }
-}
-
-/// Send several datagrams in one system call; returns how many went out.
-fn sendmmsg(socket: &UdpSocket, batch: &[Datagram]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let addrs: Vec<socket2::SockAddr> = batch.iter().map(|d| socket2::SockAddr::from(d.destination)).collect();
-    let mut iovecs: Vec<libc::iovec> = batch
-        .iter()
-        .map(|d| libc::iovec { iov_base: d.contents.as_ptr() as *mut libc::c_void, iov_len: d.contents.len() })
-        .collect();
-    let mut headers: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .zip(&addrs)
-        .map(|(iov, addr)| {
-            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
-            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-            header.msg_name = addr.as_ptr() as *mut libc::c_void;
-            header.msg_namelen = addr.len();
-            header.msg_iov = iov;
-            header.msg_iovlen = 1;
-            libc::mmsghdr { msg_hdr: header, msg_len: 0 }
-        })
-        .collect();
-    // SAFETY: `headers` points into `addrs` and `iovecs` (alive here) and into the
-    // datagrams' buffers, which the kernel only reads.
-    let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
-/// Wait for a datagram on any socket: (socket index, length, source).
-async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
-    poll_fn(|cx| {
-        for (index, (_, socket)) in sockets.iter().enumerate() {
-            loop {
-                let mut read = ReadBuf::new(buf);
-                match socket.poll_recv_from(cx, &mut read) {
-                    Poll::Ready(Ok(source)) => return Poll::Ready((index, read.filled().len(), source)),
-                    // ICMP errors (port unreachable) surface here: not fatal, read on.
-                    Poll::Ready(Err(_)) => continue,
-                    Poll::Pending => break,
-                }
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// A datagram already queued on any socket, without waiting.
-fn try_recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
-    for (index, (_, socket)) in sockets.iter().enumerate() {
-        loop {
-            match socket.try_recv_from(buf) {
-                Ok((len, source)) => return Some((index, len, source)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP errors (port unreachable) surface here: not fatal, read on.
-                Err(_) => continue,
-            }
-        }
-    }
-    None
 }

@@ -3,10 +3,12 @@
 //! - [`router`]: sans-IO state (peers, streams, forwarding, keyframe requests).
 //! - [`engine`]: the thread and sockets around it, driven through [`MediaHandle`].
 //! - [`sdp`]: the few SDP rewrites str0m leaves to us.
+//! - [`udp`]: binding, batched receive, batched send with sendmmsg and UDP GSO.
 
 pub mod engine;
 pub mod router;
 pub mod sdp;
+pub mod udp;
 
 pub use engine::MediaHandle;
 pub use router::{MediaError, MediaEvent, PeerId, Role, SourcePacket, StreamKey};

@@ -60,7 +60,7 @@ pub struct ClientMedia {
 }
 
 pub fn client_media() -> ClientMedia {
-    let (media, events) = engine::start(&[(LOOPBACK, LOOPBACK)], 0..=0).unwrap();
+    let (media, events) = engine::start(&[(LOOPBACK, LOOPBACK)], 0..=0, engine::Options::default()).unwrap();
     ClientMedia { media, events }
 }
 

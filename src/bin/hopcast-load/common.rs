@@ -21,6 +21,9 @@ pub fn server_binary() -> PathBuf {
     me.with_file_name("hopcast")
 }
 
+/// `--set KEY=VALUE` settings given on the command line, passed to every server started.
+pub static SERVER_SETTINGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 pub fn start_server(extra: &[&str]) -> ServerProcess {
     start_server_on(&ANY_PORTS, extra)
 }
@@ -31,7 +34,8 @@ pub fn start_server_on(ports: &[&str], extra: &[&str]) -> ServerProcess {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
-    let args: Vec<&str> = ports.iter().chain(extra).copied().collect();
+    let settings = SERVER_SETTINGS.get().into_iter().flatten().flat_map(|s| ["--set", s.as_str()]);
+    let args: Vec<&str> = ports.iter().chain(extra).copied().chain(settings).collect();
     ServerProcess::start(&server_binary(), &args, log, "warn").unwrap_or_else(|e| {
         eprintln!("hopcast-load: {e}");
         std::process::exit(1)
@@ -48,7 +52,8 @@ pub struct Client {
 impl Client {
     pub fn new() -> Self {
         let lo = std::net::IpAddr::from([127, 0, 0, 1]);
-        let (media, events) = engine::start(&[(lo, lo)], 0..=0).expect("client media engine");
+        let (media, events) =
+            engine::start(&[(lo, lo)], 0..=0, engine::Options::default()).expect("client media engine");
         Client { media, epoch: Instant::now(), events: Some(events) }
     }
 

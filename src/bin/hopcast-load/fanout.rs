@@ -21,6 +21,10 @@ pub struct FanoutResult {
     pub p99_us: u32,
     pub rss_per_player: i64,
     pub baseline_us: f64,
+    /// Datagrams the server sent per system call (sendmmsg batching and GSO together).
+    pub datagrams_per_call: f64,
+    /// Datagrams per sendmmsg message: above 1 where UDP GSO joined a player's packets.
+    pub datagrams_per_message: f64,
 }
 
 impl FanoutResult {
@@ -38,7 +42,7 @@ impl FanoutResult {
 }
 
 pub const HEADER: &str =
-    "unix_time,scenario,players,seconds,packets,pps,cpu_s,us_per_packet,baseline_us,ratio,pps_per_core,gbps_per_core,loss_pct,p50_us,p99_us,rss_per_player_kib";
+    "unix_time,scenario,players,seconds,packets,pps,cpu_s,us_per_packet,baseline_us,ratio,pps_per_core,gbps_per_core,loss_pct,p50_us,p99_us,rss_per_player_kib,datagrams_per_call,datagrams_per_message";
 
 pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     let server = start_server(&[]);
@@ -63,6 +67,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    let sent0 = send_counters(&server);
     let cpu0 = server.cpu_time().unwrap_or_default();
     let t0 = Instant::now();
     let _ = rec_tx.send(true);
@@ -72,6 +77,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     }
     let _ = rec_tx.send(false);
     let cpu = server.cpu_time().unwrap_or_default().saturating_sub(cpu0);
+    let sent1 = send_counters(&server);
     let elapsed = t0.elapsed().as_secs_f64();
     let rss_after = server.rss().unwrap_or(0) as i64;
     let _ = done_tx.send(true);
@@ -106,13 +112,22 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
         p99_us: percentile(&mut delays, 99.0),
         rss_per_player: (rss_after - rss_before) / players.max(1) as i64,
         baseline_us,
+        datagrams_per_call: (sent1.0 - sent0.0) as f64 / (sent1.2 - sent0.2).max(1) as f64,
+        datagrams_per_message: (sent1.0 - sent0.0) as f64 / (sent1.1 - sent0.1).max(1) as f64,
     }
+}
+
+/// (datagrams, messages, send system calls) so far.
+fn send_counters(server: &hopcast::server_process::ServerProcess) -> (u64, u64, u64) {
+    let stats = server.media_stats().unwrap_or_default();
+    let field = |name: &str| stats.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
+    (field("datagramsSent"), field("messagesSent"), field("sendCalls"))
 }
 
 pub fn report(results: &[FanoutResult], csv: &Path) {
     println!("\nfan-out (1 publisher, N players, one server)");
     println!(
-        "{:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "{:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7} {:>9} {:>11} {:>11} {:>10}",
         "players",
         "pkts/s",
         "cpu µs/pkt",
@@ -124,13 +139,14 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
         "p50 ms",
         "p99 ms",
         "RSS/plyr",
-        ""
+        "dgrams/call",
+        "dgrams/msg"
     );
     for r in results {
         let pps = r.packets as f64 / r.seconds;
         let ratio = r.us_per_packet() / r.baseline_us.max(1e-9);
         println!(
-            "{:>7} {:>10.0} {:>10.2} {:>9.2} {:>8.2}x {:>7.2} {:>11.0} {:>9.2} {:>7.2} {:>9.2} {:>7} KiB",
+            "{:>7} {:>10.0} {:>10.2} {:>9.2} {:>8.2}x {:>7.2} {:>11.0} {:>9.2} {:>7.2} {:>9.2} {:>7} KiB {:>11.1} {:>10.2}",
             r.players,
             pps,
             r.us_per_packet(),
@@ -141,10 +157,12 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
             r.gbps_per_core(),
             r.p50_us as f64 / 1000.0,
             r.p99_us as f64 / 1000.0,
-            r.rss_per_player / 1024
+            r.rss_per_player / 1024,
+            r.datagrams_per_call,
+            r.datagrams_per_message
         );
         let row = format!(
-            "{},fanout,{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{}",
+            "{},fanout,{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{},{:.2},{:.2}",
             timestamp(),
             r.players,
             r.seconds,
@@ -159,7 +177,9 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
             r.loss * 100.0,
             r.p50_us,
             r.p99_us,
-            r.rss_per_player / 1024
+            r.rss_per_player / 1024,
+            r.datagrams_per_call,
+            r.datagrams_per_message
         );
         append_csv(csv, HEADER, &row);
     }

@@ -74,10 +74,16 @@ struct BenchArgs {
     /// CSV file for fan-out rows (relay.csv and setup.csv go beside it).
     #[arg(long, default_value = "target/bench/fanout.csv")]
     csv: PathBuf,
+    /// A setting for every server started, as `hopcast --set` takes it (e.g. media.gso=false).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 fn main() {
     let args = Args::parse();
+    if let Command::All(b) | Command::Fanout(b) | Command::Relay(b) | Command::Setup(b) = &args.command {
+        let _ = common::SERVER_SETTINGS.set(b.set.clone());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
         match args.command {
@@ -92,7 +98,7 @@ fn main() {
             Command::Setup(b) => setup::run(20, 200, &b.csv).await,
             Command::Router { players, packets } => router_bench::run(players, packets),
             Command::Smoke { csv } => {
-                let b = BenchArgs { players: vec![2], seconds: 1, bitrate: 300_000, csv };
+                let b = BenchArgs { players: vec![2], seconds: 1, bitrate: 300_000, csv, set: Vec::new() };
                 run_fanout(&b).await;
                 relay::run(1, b.bitrate, 1, &b.csv).await;
                 setup::run(2, 4, &b.csv).await;
