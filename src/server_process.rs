@@ -85,6 +85,14 @@ impl ServerProcess {
         stats.get("media").cloned()
     }
 
+    /// A latency histogram of the media engine so far, by its name in `/rest-api/stats`
+    /// (`forwardLatency`, `readLatency`; see `MediaStats`).
+    pub fn latency(&self, name: &str) -> Option<crate::media::latency::Histogram> {
+        let stats = self.media_stats()?;
+        let snapshot = serde_json::from_value(stats.get(name)?.clone()).ok()?;
+        Some(crate::media::latency::Histogram::from_snapshot(&snapshot))
+    }
+
     /// User + system CPU time the process has used so far.
     pub fn cpu_time(&self) -> Option<Duration> {
         cpu_time(self.pid())
@@ -125,6 +133,22 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// Scheduler figures of the threads of `pid` named `name` (e.g. "hopcast-media"):
+/// (time run, time spent runnable but waiting for a CPU, times scheduled), summed.
+pub fn thread_schedstat(pid: u32, name: &str) -> Option<(Duration, Duration, u64)> {
+    let mut found = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        if std::fs::read_to_string(task.path().join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        let v: Vec<u64> = stat.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        let (run, wait, slices) = found.unwrap_or((0, 0, 0));
+        found = Some((run + v.first()?, wait + v.get(1)?, slices + v.get(2)?));
+    }
+    found.map(|(run, wait, slices)| (Duration::from_nanos(run), Duration::from_nanos(wait), slices))
 }
 
 /// A minimal HTTP/1.1 request to 127.0.0.1:`port`: (status, body); (0, error) on failure.

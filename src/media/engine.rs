@@ -9,12 +9,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use str0m::media::KeyframeRequestKind;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use super::latency::{Histogram, LatencySnapshot};
 use super::router::{Datagram, MediaError, MediaEvent, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey};
 use super::udp::{self, SendStats, Sender};
 
@@ -39,12 +40,20 @@ enum Command {
 }
 
 /// The engine's counters: the router's and the sockets'.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MediaStats {
     #[serde(flatten)]
     pub router: RouterStats,
     #[serde(flatten)]
     pub sent: SendStats,
+    /// From a media packet's arrival in the kernel (SO_TIMESTAMPNS) to the moment every copy
+    /// of it has been handed to the kernel: what the server adds to a hop, waits for a CPU
+    /// included.
+    pub forward_latency: LatencySnapshot,
+    /// The part of `forward_latency` before the media thread read the packet: waiting in
+    /// the socket for the thread to wake, or to finish what it was doing.
+    pub read_latency: LatencySnapshot,
 }
 
 /// Cheap, cloneable access to the media engine thread.
@@ -161,6 +170,9 @@ pub fn start(
                 events: event_tx,
                 batch: Vec::new(),
                 sender: Sender::new(options.gso),
+                media_received: Vec::new(),
+                forward_latency: Histogram::default(),
+                read_latency: Histogram::default(),
             };
             engine.run(cmd_rx).await;
         });
@@ -206,6 +218,12 @@ struct Engine {
     /// Reused buffer of outgoing datagrams.
     batch: Vec<Datagram>,
     sender: Sender,
+    /// Kernel receive times of the media packets read since the last flush.
+    media_received: Vec<SystemTime>,
+    /// From a media packet's arrival in the kernel to the end of the send of its copies.
+    forward_latency: Histogram,
+    /// From a media packet's arrival in the kernel to its read by this thread.
+    read_latency: Histogram,
 }
 
 impl Engine {
@@ -221,13 +239,13 @@ impl Engine {
                     Some(command) => self.handle_command(command),
                     None => break,
                 },
-                (index, len, source) = udp::recv_any(&self.sockets, &mut buf) => {
-                    self.receive(source, index, &buf[..len]);
+                received = udp::recv_any(&self.sockets, &mut buf) => {
+                    self.receive(&received, &buf[..received.len]);
                     // Take what else is queued: the router releases forwarded writes once
                     // per batch (see `Router::poll_transmit`).
                     for _ in 1..RECV_BATCH {
-                        let Some((index, len, source)) = udp::try_recv_any(&self.sockets, &mut buf) else { break };
-                        self.receive(source, index, &buf[..len]);
+                        let Some(received) = udp::try_recv_any(&self.sockets, &mut buf) else { break };
+                        self.receive(&received, &buf[..received.len]);
                     }
                 },
                 _ = sleep => self.router.handle_timeout(Instant::now()),
@@ -238,14 +256,18 @@ impl Engine {
 
     /// One datagram from the network. Should a bug in the WebRTC stack panic on it, the
     /// datagram is lost and logged, but the media thread and every other peer live on.
-    fn receive(&mut self, source: SocketAddr, socket: usize, data: &[u8]) {
-        let destination = self.sockets[socket].0;
+    fn receive(&mut self, received: &udp::Received, data: &[u8]) {
+        let (source, destination) = (received.source, self.sockets[received.socket].0);
         let router = &mut self.router;
+        let media_before = router.stats().packets_in;
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             router.handle_datagram(Instant::now(), source, destination, data)
         }));
         if handled.is_err() {
             tracing::error!(%source, len = data.len(), "panic while handling a datagram; dropped");
+        } else if self.router.stats().packets_in > media_before {
+            self.media_received.push(received.at);
+            self.read_latency.record(SystemTime::now().duration_since(received.at).unwrap_or_default());
         }
     }
 
@@ -276,7 +298,12 @@ impl Engine {
             Command::Tap { key, tap } => self.router.tap(key, tap),
             Command::RequestKeyframe { key } => self.router.request_keyframe(key, KeyframeRequestKind::Pli, now),
             Command::Stats { reply } => {
-                let _ = reply.send(MediaStats { router: self.router.stats(), sent: self.sender.stats });
+                let _ = reply.send(MediaStats {
+                    router: self.router.stats(),
+                    sent: self.sender.stats,
+                    forward_latency: self.forward_latency.snapshot(),
+                    read_latency: self.read_latency.snapshot(),
+                });
             }
         }
     }
@@ -301,6 +328,12 @@ impl Engine {
             self.send_batch(&batch).await;
         }
         self.batch = batch;
+        if !self.media_received.is_empty() {
+            let sent = SystemTime::now();
+            for at in self.media_received.drain(..) {
+                self.forward_latency.record(sent.duration_since(at).unwrap_or_default());
+            }
+        }
         while let Some(event) = self.router.poll_event() {
             let _ = self.events.send(event);
         }

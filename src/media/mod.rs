@@ -3,9 +3,11 @@
 //! - [`router`]: sans-IO state (peers, streams, forwarding, keyframe requests).
 //! - [`engine`]: the thread and sockets around it, driven through [`MediaHandle`].
 //! - [`sdp`]: the few SDP rewrites str0m leaves to us.
-//! - [`udp`]: binding, batched receive, batched send with sendmmsg and UDP GSO.
+//! - [`udp`]: binding, receive with kernel timestamps, batched send with sendmmsg and UDP GSO.
+//! - [`latency`]: the histogram of forwarding latency the engine keeps.
 
 pub mod engine;
+pub mod latency;
 pub mod router;
 pub mod sdp;
 pub mod udp;

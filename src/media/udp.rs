@@ -1,5 +1,5 @@
-//! UDP transport of the media engine: binding, batched receive, and batched send with
-//! `sendmmsg` and UDP GSO.
+//! UDP transport of the media engine: binding, receive with kernel timestamps, and
+//! batched send with `sendmmsg` and UDP GSO.
 //!
 //! GSO (generic segmentation offload, `UDP_SEGMENT`): a run of datagrams to one
 //! destination, all of one size but the last (which may be shorter), leaves in one
@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::task::Poll;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::router::Datagram;
@@ -35,6 +36,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
+    // Receive timestamps, for the forwarding latency (see `Received::at`).
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `on`, an int, as SO_TIMESTAMPNS expects.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let size = std::mem::size_of_val(&on) as libc::socklen_t;
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on as *const _ as *const libc::c_void, size);
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
@@ -191,17 +201,28 @@ fn sendmmsg(socket: &UdpSocket, batch: &[Datagram], messages: &[Message]) -> io:
     }
 }
 
-/// Wait for a datagram on any socket: (socket index, length, source).
-pub async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
+/// A datagram read from one of the engine's sockets.
+pub struct Received {
+    /// Index of the socket in the engine's list.
+    pub socket: usize,
+    pub len: usize,
+    pub source: SocketAddr,
+    /// When the kernel took it in (SO_TIMESTAMPNS), or when it was read where the kernel
+    /// gives no timestamp: the start of the forwarding latency the engine measures.
+    pub at: SystemTime,
+}
+
+/// Wait for a datagram on any socket.
+pub async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Received {
     poll_fn(|cx| {
         for (index, (_, socket)) in sockets.iter().enumerate() {
-            loop {
-                let mut read = ReadBuf::new(buf);
-                match socket.poll_recv_from(cx, &mut read) {
-                    Poll::Ready(Ok(source)) => return Poll::Ready((index, read.filled().len(), source)),
+            while let Poll::Ready(Ok(())) = socket.poll_recv_ready(cx) {
+                match socket.try_io(Interest::READABLE, || recvmsg(socket, buf)) {
+                    Ok((len, source, at)) => return Poll::Ready(Received { socket: index, len, source, at }),
+                    // Spurious readiness: poll again, which registers the waker.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     // ICMP errors (port unreachable) surface here: not fatal, read on.
-                    Poll::Ready(Err(_)) => continue,
-                    Poll::Pending => break,
+                    Err(_) => continue,
                 }
             }
         }
@@ -211,11 +232,11 @@ pub async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> (u
 }
 
 /// A datagram already queued on any socket, without waiting.
-pub fn try_recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
+pub fn try_recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Option<Received> {
     for (index, (_, socket)) in sockets.iter().enumerate() {
         loop {
-            match socket.try_recv_from(buf) {
-                Ok((len, source)) => return Some((index, len, source)),
+            match socket.try_io(Interest::READABLE, || recvmsg(socket, buf)) {
+                Ok((len, source, at)) => return Some(Received { socket: index, len, source, at }),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors (port unreachable) surface here: not fatal, read on.
                 Err(_) => continue,
@@ -223,6 +244,41 @@ pub fn try_recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Opti
         }
     }
     None
+}
+
+/// One datagram with its source address and the kernel's receive timestamp.
+fn recvmsg(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SystemTime)> {
+    // SAFETY: an all-zero msghdr is valid; the pointers set below point
+    // at locals that outlive the call, and `buf` is writable for its length.
+    unsafe {
+        let mut addr = socket2::SockAddrStorage::zeroed();
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &mut addr as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = addr.size_of();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let source = socket2::SockAddr::new(addr, msg.msg_namelen)
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address"))?;
+        let mut at = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                at = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((n as usize, source, at.unwrap_or_else(SystemTime::now)))
+    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub struct PlayerStats {
     pub video_range: Option<(u64, u64)>,
     pub audio_range: Option<(u64, u64)>,
     pub delays_us: Vec<u32>,
+    /// (packet key, delay µs) per packet, the key from [`packet_key`]: hops compare these.
+    pub arrivals: Vec<(u64, u32)>,
     /// Time from the play request to the first keyframe packet.
     pub first_keyframe: Option<Duration>,
 }
@@ -151,8 +153,11 @@ pub async fn play(
             if !*recording.borrow() {
                 continue;
             }
-            let now_ns = epoch.elapsed().as_nanos() as u64;
-            s.delays_us.push((now_ns.saturating_sub(stamp.sent_ns) / 1000) as u32);
+            // The time the datagram reached our media thread, not when this task ran.
+            let arrived_ns = packet.arrival.saturating_duration_since(epoch).as_nanos() as u64;
+            let delay = (arrived_ns.saturating_sub(stamp.sent_ns) / 1000) as u32;
+            s.delays_us.push(delay);
+            s.arrivals.push((packet_key(stamp.kind, stamp.seq), delay));
             s.packets += 1;
             s.bytes += packet.payload.len() as u64;
             let range = if stamp.kind == MediaKind::Video { &mut s.video_range } else { &mut s.audio_range };
@@ -167,6 +172,11 @@ pub async fn play(
 }
 
 /// The `p`-th percentile (0-100) of `values`, sorting them.
+/// One key per packet of a synthetic stream: its sequence and kind.
+pub fn packet_key(kind: MediaKind, seq: u64) -> u64 {
+    seq << 1 | u64::from(kind == MediaKind::Video)
+}
+
 pub fn percentile(values: &mut [u32], p: f64) -> u32 {
     if values.is_empty() {
         return 0;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::watch;
 
+use hopcast::media::latency::Histogram;
+
 use crate::baseline;
 use crate::common::*;
 
@@ -25,6 +27,8 @@ pub struct FanoutResult {
     pub datagrams_per_call: f64,
     /// Datagrams per sendmmsg message: above 1 where UDP GSO joined a player's packets.
     pub datagrams_per_message: f64,
+    /// Inside the server: kernel receipt of a packet to every copy of it sent.
+    pub forwarding: Histogram,
 }
 
 impl FanoutResult {
@@ -42,7 +46,7 @@ impl FanoutResult {
 }
 
 pub const HEADER: &str =
-    "unix_time,scenario,players,seconds,packets,pps,cpu_s,us_per_packet,baseline_us,ratio,pps_per_core,gbps_per_core,loss_pct,p50_us,p99_us,rss_per_player_kib,datagrams_per_call,datagrams_per_message";
+    "unix_time,scenario,players,seconds,packets,pps,cpu_s,us_per_packet,baseline_us,ratio,pps_per_core,gbps_per_core,loss_pct,p50_us,p99_us,rss_per_player_kib,datagrams_per_call,datagrams_per_message,server_p50_us,server_p99_us";
 
 pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     let server = start_server(&[]);
@@ -68,6 +72,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let sent0 = send_counters(&server);
+    let forwarding0 = server.latency("forwardLatency").unwrap_or_default();
     let cpu0 = server.cpu_time().unwrap_or_default();
     let t0 = Instant::now();
     let _ = rec_tx.send(true);
@@ -78,6 +83,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     let _ = rec_tx.send(false);
     let cpu = server.cpu_time().unwrap_or_default().saturating_sub(cpu0);
     let sent1 = send_counters(&server);
+    let forwarding = server.latency("forwardLatency").unwrap_or_default().since(&forwarding0);
     let elapsed = t0.elapsed().as_secs_f64();
     let rss_after = server.rss().unwrap_or(0) as i64;
     let _ = done_tx.send(true);
@@ -114,6 +120,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
         baseline_us,
         datagrams_per_call: (sent1.0 - sent0.0) as f64 / (sent1.2 - sent0.2).max(1) as f64,
         datagrams_per_message: (sent1.0 - sent0.0) as f64 / (sent1.1 - sent0.1).max(1) as f64,
+        forwarding,
     }
 }
 
@@ -127,7 +134,7 @@ fn send_counters(server: &hopcast::server_process::ServerProcess) -> (u64, u64, 
 pub fn report(results: &[FanoutResult], csv: &Path) {
     println!("\nfan-out (1 publisher, N players, one server)");
     println!(
-        "{:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7} {:>9} {:>11} {:>11} {:>10}",
+        "{:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7} {:>9} {:>11} {:>11} {:>10} {:>10} {:>10}",
         "players",
         "pkts/s",
         "cpu µs/pkt",
@@ -140,13 +147,15 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
         "p99 ms",
         "RSS/plyr",
         "dgrams/call",
-        "dgrams/msg"
+        "dgrams/msg",
+        "srv p50 ms",
+        "srv p99 ms"
     );
     for r in results {
         let pps = r.packets as f64 / r.seconds;
         let ratio = r.us_per_packet() / r.baseline_us.max(1e-9);
         println!(
-            "{:>7} {:>10.0} {:>10.2} {:>9.2} {:>8.2}x {:>7.2} {:>11.0} {:>9.2} {:>7.2} {:>9.2} {:>7} KiB {:>11.1} {:>10.2}",
+            "{:>7} {:>10.0} {:>10.2} {:>9.2} {:>8.2}x {:>7.2} {:>11.0} {:>9.2} {:>7.2} {:>9.2} {:>7} KiB {:>11.1} {:>10.2} {:>10.2} {:>10.2}",
             r.players,
             pps,
             r.us_per_packet(),
@@ -159,10 +168,12 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
             r.p99_us as f64 / 1000.0,
             r.rss_per_player / 1024,
             r.datagrams_per_call,
-            r.datagrams_per_message
+            r.datagrams_per_message,
+            r.forwarding.percentile_us(50.0) as f64 / 1000.0,
+            r.forwarding.percentile_us(99.0) as f64 / 1000.0
         );
         let row = format!(
-            "{},fanout,{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{},{:.2},{:.2}",
+            "{},fanout,{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{},{:.2},{:.2},{},{}",
             timestamp(),
             r.players,
             r.seconds,
@@ -179,7 +190,9 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
             r.p99_us,
             r.rss_per_player / 1024,
             r.datagrams_per_call,
-            r.datagrams_per_message
+            r.datagrams_per_message,
+            r.forwarding.percentile_us(50.0),
+            r.forwarding.percentile_us(99.0)
         );
         append_csv(csv, HEADER, &row);
     }

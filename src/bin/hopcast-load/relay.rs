@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hopcast::media::latency::Histogram;
 use tokio::sync::watch;
 
 use crate::common::*;
@@ -51,22 +52,36 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
         players.push(play(&client, &server.ws_url(), name, rec_rx.clone(), done_rx.clone()).await.expect("play"));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let servers = [s1.pid(), s2.pid(), s3.pid()];
+    let waits0 = servers.map(media_thread_wait);
+    let histograms = |name: &str| [&s1, &s2, &s3].map(|s| s.latency(name).unwrap_or_default());
+    let (forwarding0, reading0) = (histograms("forwardLatency"), histograms("readLatency"));
     let _ = rec_tx.send(true);
     for s in 0..seconds {
         eprint!("\r  relay: measuring {}/{seconds} s   ", s + 1);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let _ = rec_tx.send(false);
+    let waits = [0, 1, 2].map(|i| {
+        let (w1, n1) = media_thread_wait(servers[i]);
+        (w1.saturating_sub(waits0[i].0), n1.saturating_sub(waits0[i].1))
+    });
+    let since = |now: [Histogram; 3], then: &[Histogram; 3]| [0, 1, 2].map(|i| now[i].since(&then[i]));
+    let forwarding = since(histograms("forwardLatency"), &forwarding0);
+    let reading = since(histograms("readLatency"), &reading0);
     let _ = done_tx.send(true);
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     let mut loss = Vec::new();
+    let mut arrivals = Vec::new();
     for p in players {
         let mut s = p.stats.await.unwrap_or_default();
         loss.push(1.0 - s.packets as f64 / s.expected().max(1) as f64);
         p50.push(percentile(&mut s.delays_us, 50.0) as f64 / 1000.0);
         p99.push(percentile(&mut s.delays_us, 99.0) as f64 / 1000.0);
+        arrivals.push(s.arrivals);
     }
+    let hops = [added_by_hop(&arrivals[0], &arrivals[1]), added_by_hop(&arrivals[1], &arrivals[2])];
 
     // A player starting at the far end (two hops): time to its first keyframe.
     // The sender must live: a closed channel would end the players at once.
@@ -114,9 +129,40 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
     for (i, name) in ["server 1 (direct)", "server 2 (1 hop)", "server 3 (2 hops)"].iter().enumerate() {
         println!("{:>22} {:>10.2} {:>10.2} {:>8.2}", name, p50[i], p99[i], loss[i] * 100.0);
     }
-    let hop = |i: usize, v: &[f64]| v[i + 1] - v[i];
-    println!("added by hop 1->2: p50 {:.2} ms, p99 {:.2} ms", hop(0, &p50), hop(0, &p99));
-    println!("added by hop 2->3: p50 {:.2} ms, p99 {:.2} ms", hop(1, &p50), hop(1, &p99));
+    for (i, hop) in hops.iter().enumerate() {
+        println!(
+            "added by hop {}->{} (per packet, {} packets): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            i + 1,
+            i + 2,
+            hop.packets,
+            hop.p50_ms,
+            hop.p99_ms,
+            hop.max_ms
+        );
+    }
+    println!("inside each server, per media packet (from /rest-api/stats):");
+    for (i, (f, r)) in forwarding.iter().zip(&reading).enumerate() {
+        let ms = |h: &Histogram, p: f64| h.percentile_us(p) as f64 / 1000.0;
+        println!(
+            "  server {}: kernel receipt -> every copy sent p50 {:.2} / p99 {:.2} / max {:.2} ms; of which waiting to be read p50 {:.2} / p99 {:.2} ms ({} packets)",
+            i + 1,
+            ms(f, 50.0),
+            ms(f, 99.0),
+            ms(f, 100.0),
+            ms(r, 50.0),
+            ms(r, 99.0),
+            f.count()
+        );
+    }
+    for (i, (wait, slices)) in waits.iter().enumerate() {
+        println!(
+            "server {} media thread: waited for a CPU {:.1} ms in all, {:.0} µs on average over {} wakeups",
+            i + 1,
+            ms(*wait),
+            wait.as_secs_f64() * 1e6 / (*slices).max(1) as f64,
+            slices
+        );
+    }
     println!(
         "first keyframe two hops away: median {kf_median:.0} ms, max {kf_max:.0} ms ({} of {keyframe_trials} trials)",
         keyframes.len()
@@ -130,10 +176,10 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
     let row = format!(
         "{},relay,{:.3},{:.3},{:.3},{:.3},{:.0},{:.0},{}",
         timestamp(),
-        hop(0, &p50),
-        hop(0, &p99),
-        hop(1, &p50),
-        hop(1, &p99),
+        hops[0].p50_ms,
+        hops[0].p99_ms,
+        hops[1].p50_ms,
+        hops[1].p99_ms,
         kf_median,
         kf_max,
         recovery.map(|r| format!("{:.0}", ms(r))).unwrap_or_else(|| "none".into())
@@ -143,4 +189,32 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
         "unix_time,scenario,hop1_p50_ms,hop1_p99_ms,hop2_p50_ms,hop2_p99_ms,first_keyframe_median_ms,first_keyframe_max_ms,recovery_ms",
         &row,
     );
+}
+
+struct HopDelay {
+    packets: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// The delay a hop adds, packet by packet: the same packet's arrival at the player
+/// behind the hop minus its arrival at the player before it (both players live in this
+/// process, so the publisher's own jitter cancels out).
+fn added_by_hop(before: &[(u64, u32)], after: &[(u64, u32)]) -> HopDelay {
+    let before: std::collections::HashMap<u64, u32> = before.iter().copied().collect();
+    let mut added: Vec<u32> =
+        after.iter().filter_map(|(key, delay)| before.get(key).map(|b| delay.saturating_sub(*b))).collect();
+    let max_ms = added.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
+    HopDelay {
+        packets: added.len(),
+        p50_ms: percentile(&mut added, 50.0) as f64 / 1000.0,
+        p99_ms: percentile(&mut added, 99.0) as f64 / 1000.0,
+        max_ms,
+    }
+}
+
+/// (time runnable but waiting for a CPU, times scheduled) of a server's media thread.
+fn media_thread_wait(pid: u32) -> (Duration, u64) {
+    hopcast::server_process::thread_schedstat(pid, "hopcast-media").map(|(_, w, n)| (w, n)).unwrap_or_default()
 }

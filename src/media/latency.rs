@@ -1,0 +1,149 @@
+//! A latency histogram cheap enough for the media thread: fixed log-linear buckets
+//! (four per power of two, so any reported value is within 25 % of the truth), no
+//! allocation per sample, mergeable and subtractable so a benchmark can take the
+//! difference of two snapshots.
+
+use std::time::Duration;
+
+/// Values below this many microseconds get a bucket each.
+const LINEAR: u64 = 8;
+/// Buckets per power of two above `LINEAR`.
+const SUB: u64 = 4;
+/// Up to 2^26 µs (67 s); anything longer lands in the last bucket.
+const BUCKETS: usize = (LINEAR + (26 - 3) * SUB) as usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    max_us: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { counts: vec![0; BUCKETS], max_us: 0 }
+    }
+}
+
+fn bucket(us: u64) -> usize {
+    if us < LINEAR {
+        return us as usize;
+    }
+    let exp = 63 - u64::from(us.leading_zeros()); // us >= 8, so exp >= 3
+    let sub = (us >> (exp - 2)) & (SUB - 1);
+    ((LINEAR + (exp - 3) * SUB + sub) as usize).min(BUCKETS - 1)
+}
+
+/// The largest value (µs) that lands in bucket `i`.
+fn upper(i: usize) -> u64 {
+    let i = i as u64;
+    if i < LINEAR {
+        return i;
+    }
+    let exp = (i - LINEAR) / SUB + 3;
+    let sub = (i - LINEAR) % SUB;
+    ((SUB + sub + 1) << (exp - 2)) - 1
+}
+
+impl Histogram {
+    pub fn record(&mut self, value: Duration) {
+        let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.counts[bucket(us)] += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The value (µs) at or below which `p` percent of the samples are: the upper edge of
+    /// the bucket that holds that rank (the exact maximum for the top bucket in use).
+    pub fn percentile_us(&self, p: f64) -> u64 {
+        let count = self.count();
+        if count == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0 * count as f64).ceil() as u64).clamp(1, count);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return upper(i).min(self.max_us);
+            }
+        }
+        self.max_us
+    }
+
+    /// The samples recorded since `earlier`, a snapshot of this histogram (its maximum
+    /// is then only known as the upper edge of the highest bucket in use).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let counts: Vec<u64> = self.counts.iter().zip(&earlier.counts).map(|(a, b)| a.saturating_sub(*b)).collect();
+        let max_us = counts.iter().rposition(|c| *c > 0).map(|i| upper(i).min(self.max_us)).unwrap_or(0);
+        Histogram { counts, max_us }
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            count: self.count(),
+            p50_us: self.percentile_us(50.0),
+            p99_us: self.percentile_us(99.0),
+            max_us: self.max_us,
+            counts: self.counts.clone(),
+        }
+    }
+
+    pub fn from_snapshot(s: &LatencySnapshot) -> Histogram {
+        let mut counts = s.counts.clone();
+        counts.resize(BUCKETS, 0);
+        Histogram { counts, max_us: s.max_us }
+    }
+}
+
+/// A histogram as `/rest-api/stats` shows it: the summary, and the bucket counts a client
+/// can subtract from a later snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySnapshot {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub counts: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_within_a_quarter() {
+        let mut last = 0;
+        for us in 0..200_000u64 {
+            let b = bucket(us);
+            assert!(b >= last, "bucket order at {us}");
+            last = b;
+            assert!(upper(b) >= us, "{us} above its bucket's edge {}", upper(b));
+            assert!(upper(b) as f64 <= (us as f64 * 1.25).max(us as f64 + 1.0), "{us}: edge {}", upper(b));
+        }
+        assert_eq!(bucket(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn percentiles_and_differences() {
+        let mut h = Histogram::default();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us * 10));
+        }
+        // 500 µs and 990 µs, each reported at its bucket's upper edge.
+        assert!((500..=640).contains(&h.percentile_us(50.0)), "{}", h.percentile_us(50.0));
+        assert!((990..=1000).contains(&h.percentile_us(99.0)), "{}", h.percentile_us(99.0));
+        assert_eq!(h.percentile_us(100.0), 1000);
+        let before = h.clone();
+        h.record(Duration::from_millis(40));
+        let window = h.since(&before);
+        assert_eq!(window.count(), 1);
+        assert_eq!(window.percentile_us(50.0), 40_000);
+        let round_trip = Histogram::from_snapshot(&h.snapshot());
+        assert_eq!(round_trip, h);
+        assert_eq!(Histogram::default().percentile_us(99.0), 0);
+    }
+}
