@@ -13,7 +13,32 @@ const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_packets_reach_several_players_intact() {
-    let server = Server::start(&[]);
+    let stats = forward_to_three_players(&[]).await;
+    let count = |name: &str| stats[name].as_u64().unwrap();
+    // Every media packet the server took in is in its latency histograms, and was sent
+    // on to all three players.
+    let packets_in = count("packetsIn");
+    assert!(packets_in >= 380, "{stats}");
+    assert!(count("packetsForwarded") >= 3 * packets_in - 3, "{stats}");
+    assert!(count("datagramsSent") >= count("packetsForwarded"), "{stats}");
+    for histogram in ["forwardLatency", "readLatency"] {
+        let h = &stats[histogram];
+        assert_eq!(h["count"].as_u64(), Some(packets_in), "{histogram}: {h}");
+        assert!(h["p50Us"].as_u64() <= h["p99Us"].as_u64() && h["p99Us"].as_u64() <= h["maxUs"].as_u64(), "{h}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_arrive_intact_without_gso_too() {
+    let stats = forward_to_three_players(&["--set", "media.gso=false"]).await;
+    // One message per datagram: nothing was joined.
+    assert_eq!(stats["messagesSent"], stats["datagramsSent"], "{stats}");
+}
+
+/// A publisher and three players on a server started with `args`; the 400 packets sent
+/// must reach every player intact. Returns the server's media stats afterwards.
+async fn forward_to_three_players(args: &[&str]) -> serde_json::Value {
+    let server = Server::start(args);
     let client = client_media();
     let media = &client.media;
 
@@ -37,6 +62,9 @@ async fn published_packets_reach_several_players_intact() {
         let (video, audio) = verify_intact(&got);
         assert!(video >= 190 && audio >= 190, "video {video}, audio {audio} of 200 each");
     }
+    let (code, body) = http(server.http, "GET", "/rest-api/stats", None);
+    assert_eq!(code, 200, "{body}");
+    json(&body)["media"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
