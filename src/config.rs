@@ -18,6 +18,12 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("https.port", "8444", "REST API and web pages over TLS (https://)"),
     ("media_port_from", "31000", "first UDP port tried for the media socket (all peers share one port)"),
     ("media_port_to", "32000", "last UDP port tried for the media socket"),
+    ("media.threads", "0", "media threads, each with its own UDP port from the media port range; 0: one per core"),
+    (
+        "media.spread_after",
+        "32",
+        "consumers of a stream served by its home media thread before further ones spread over all threads",
+    ),
     (
         "media.gso",
         "true",
@@ -46,6 +52,9 @@ pub struct Config {
     pub media_port_from: u16,
     pub media_port_to: u16,
     pub media_gso: bool,
+    /// Media threads; 0 means one per core.
+    pub media_threads: usize,
+    pub media_spread_after: usize,
     /// Advertised IPs; empty means "detect".
     pub ip: Option<IpAddr>,
     pub ip_local: Option<IpAddr>,
@@ -178,6 +187,8 @@ impl Config {
             media_port_from,
             media_port_to,
             media_gso: boolean("media.gso")?,
+            media_threads: number("media.threads")?.min(256) as usize,
+            media_spread_after: number("media.spread_after")?.min(1 << 20) as usize,
             ip: ip("ip")?,
             ip_local: ip("ip_local")?,
             tls_cert,
@@ -189,6 +200,14 @@ impl Config {
             relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
             web_dir: path("web.dir"),
         })
+    }
+
+    /// Media threads to start: `media.threads`, or one per core for 0.
+    pub fn media_threads(&self) -> usize {
+        match self.media_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
     }
 
     /// The media socket's (bind, advertised) address pairs, without ports.

@@ -46,12 +46,16 @@ async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
 }
 
 pub async fn start(config: Config) -> Result<RunningServer, String> {
-    let (media, mut media_events) = engine::start(
-        &config.media_ips(),
-        config.media_port_from..=config.media_port_to,
-        engine::Options { gso: config.media_gso },
-    )
-    .map_err(|e| format!("cannot bind media UDP port in {}-{}: {e}", config.media_port_from, config.media_port_to))?;
+    // Each media thread takes its own port: a range narrower than the thread count (as
+    // `--media-port` sets) grows upward, so `--media-port P` with N threads uses P..P+N-1.
+    let threads = config.media_threads();
+    let (from, mut to) = (config.media_port_from, config.media_port_to);
+    if from != 0 {
+        to = to.max(from.saturating_add(threads as u16 - 1));
+    }
+    let options = engine::Options { gso: config.media_gso, threads, spread_after: config.media_spread_after };
+    let (media, mut media_events) = engine::start(&config.media_ips(), from..=to, options)
+        .map_err(|e| format!("cannot bind {threads} media UDP port(s) in {from}-{to}: {e}"))?;
     let media_addrs = media.addrs().to_vec();
     let hub = Hub::new(media);
     let events_hub = hub.clone();

@@ -28,6 +28,20 @@ async fn published_packets_reach_several_players_intact() {
     }
 }
 
+/// Two media threads, consumers spread from the first: players on both threads get every
+/// packet intact (the home thread passes them to the other), and nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_spread_over_media_threads_get_packets_intact() {
+    let stats = forward_to_three_players(&SPREAD).await;
+    assert_eq!(stats["threads"], 2, "{stats}");
+    // The three players' copies were sealed on both threads: more than the home thread's
+    // own 400 packets' worth of forwarding happened, all counted once per copy.
+    let packets_in = stats["packetsIn"].as_u64().unwrap();
+    assert!(stats["packetsForwarded"].as_u64().unwrap() >= 3 * packets_in - 3, "{stats}");
+}
+
+const SPREAD: [&str; 4] = ["--set", "media.threads=2", "--set", "media.spread_after=0"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_arrive_intact_without_gso_too() {
     let stats = forward_to_three_players(&["--set", "media.gso=false"]).await;
@@ -69,7 +83,17 @@ async fn forward_to_three_players(args: &[&str]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn player_join_requests_a_keyframe_from_the_publisher() {
-    let server = Server::start(&[]);
+    keyframe_request_on_join(&[]).await;
+}
+
+/// The player sits on the other media thread: its request travels to the home thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_cross_media_threads() {
+    keyframe_request_on_join(&SPREAD).await;
+}
+
+async fn keyframe_request_on_join(args: &[&str]) {
+    let server = Server::start(args);
     let mut client = client_media();
     let (source, _publisher, _published) = publish_source(&server, &client.media, "kf").await;
     // The server can only ask for a keyframe once video has arrived.

@@ -51,6 +51,14 @@ impl Histogram {
         self.max_us = self.max_us.max(us);
     }
 
+    /// Add `other`'s samples to these.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }

@@ -208,6 +208,10 @@ struct Stream {
     consumers: Vec<PeerId>,
     taps: Vec<mpsc::UnboundedSender<SourcePacket>>,
     last_keyframe_request: Option<Instant>,
+    /// Other media threads with consumers of this stream: each packet goes to them too.
+    subscribers: Vec<usize>,
+    /// A copy of a stream whose producer lives on another media thread.
+    mirror: bool,
 }
 
 pub struct Router {
@@ -221,6 +225,8 @@ pub struct Router {
     by_dedicated: HashMap<SocketAddr, PeerId>,
     streams: IdMap<Stream>,
     transmits: VecDeque<Datagram>,
+    /// Packets for subscribed media threads: (thread, stream, packet).
+    outbox: Vec<(usize, StreamKey, SourcePacket)>,
     events: VecDeque<MediaEvent>,
     released: Vec<SocketAddr>,
     dirty: Vec<PeerId>,
@@ -246,6 +252,7 @@ impl Router {
             by_dedicated: HashMap::new(),
             streams: IdMap::default(),
             transmits: VecDeque::new(),
+            outbox: Vec::new(),
             events: VecDeque::new(),
             released: Vec::new(),
             dirty: Vec::new(),
@@ -257,7 +264,8 @@ impl Router {
     }
 
     pub fn stats(&self) -> RouterStats {
-        RouterStats { peers: self.peers.len(), streams: self.streams.len(), ..self.stats }
+        let streams = self.streams.values().filter(|s| !s.mirror).count();
+        RouterStats { peers: self.peers.len(), streams, ..self.stats }
     }
 
     // ---- negotiation -------------------------------------------------------------
@@ -336,7 +344,8 @@ impl Router {
         self.finish_negotiation(id, now)
     }
 
-    fn consumer_codecs(&self, key: StreamKey) -> Result<Vec<PayloadParams>, MediaError> {
+    /// The codecs consumers of `key` can be offered (the producer's, once negotiated).
+    pub fn consumer_codecs(&self, key: StreamKey) -> Result<Vec<PayloadParams>, MediaError> {
         let stream = self.streams.get(&key).ok_or(MediaError::StreamNotFound)?;
         if stream.codecs.is_empty() {
             return Err(MediaError::StreamNotFound);
@@ -418,6 +427,40 @@ impl Router {
                 Ok(())
             }
         }
+    }
+
+    // ---- streams spread over media threads ------------------------------------------
+
+    /// Hold a copy of stream `key`, whose producer lives on another media thread, for
+    /// consumers here; its packets arrive through [`Router::forward_from_thread`].
+    pub fn mirror(&mut self, key: StreamKey, codecs: Vec<PayloadParams>) {
+        let stream = self.streams.entry(key).or_default();
+        if stream.producer.is_none() {
+            stream.mirror = true;
+            stream.codecs = codecs;
+        }
+    }
+
+    /// Send every packet of `key` to media thread `thread` as well (see [`Router::poll_outbox`]).
+    pub fn subscribe(&mut self, key: StreamKey, thread: usize) {
+        if let Some(stream) = self.streams.get_mut(&key) {
+            if !stream.subscribers.contains(&thread) {
+                stream.subscribers.push(thread);
+            }
+        }
+    }
+
+    /// Packets another media thread forwarded for the mirrors here.
+    pub fn forward_from_thread(&mut self, packets: &[(StreamKey, SourcePacket)], now: Instant) {
+        for (key, packet) in packets {
+            self.forward(*key, packet);
+        }
+        self.last_now = now;
+    }
+
+    /// Packets for other media threads, queued by forwarding: (thread, stream, packet).
+    pub fn poll_outbox(&mut self) -> std::vec::Drain<'_, (usize, StreamKey, SourcePacket)> {
+        self.outbox.drain(..)
     }
 
     // ---- synthetic sources and taps ---------------------------------------------
@@ -684,6 +727,9 @@ impl Router {
         let Some(stream) = self.streams.get_mut(&key) else { return };
         if !stream.taps.is_empty() {
             stream.taps.retain(|t| t.send(packet.clone()).is_ok());
+        }
+        for &thread in &stream.subscribers {
+            self.outbox.push((thread, key, packet.clone()));
         }
         for &cid in &stream.consumers {
             let Some(peer) = self.peers.get_mut(&cid) else { continue };
