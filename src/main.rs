@@ -29,7 +29,7 @@ struct Args {
     /// REST/HTTPS port (https.port)
     #[arg(long)]
     https_port: Option<u16>,
-    /// The one UDP media port (sets media_port_from and media_port_to)
+    /// The UDP media port (media_port_from = media_port_to; N media threads use it and the N-1 after it)
     #[arg(long)]
     media_port: Option<u16>,
     /// IP advertised to WebRTC peers (ip)
