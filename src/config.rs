@@ -16,7 +16,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("wss.port", "8443", "WebSocket signaling over TLS (wss://)"),
     ("http.port", "8081", "REST API and web pages (http://)"),
     ("https.port", "8444", "REST API and web pages over TLS (https://)"),
-    ("media_port_from", "31000", "first UDP port tried for the media sockets (all peers of a media thread share one port)"),
+    (
+        "media_port_from",
+        "31000",
+        "first UDP port tried for the media sockets (all peers of a media thread share one port)",
+    ),
     ("media_port_to", "32000", "last UDP port tried for the media socket"),
     ("media.threads", "0", "media threads, each with its own UDP port from the media port range; 0: one per core"),
     (
