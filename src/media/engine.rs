@@ -91,6 +91,10 @@ enum Command {
         key: StreamKey,
         thread: usize,
     },
+    Unsubscribe {
+        key: StreamKey,
+        thread: usize,
+    },
     /// Packets from a stream's home thread for the mirrors here; `received`: the kernel
     /// receive time of the earliest packet of the home thread's batch.
     Forward {
@@ -157,10 +161,18 @@ pub struct MediaHandle {
 /// creation then finds it (and the creation is called off).
 #[derive(Default)]
 struct Placement {
-    /// Each peer's thread, and the stream it consumes.
-    peers: HashMap<PeerId, (usize, Option<StreamKey>)>,
+    peers: HashMap<PeerId, Placed>,
     /// Consumers per stream.
     consumers: HashMap<StreamKey, usize>,
+}
+
+#[derive(Clone, Copy)]
+struct Placed {
+    thread: usize,
+    /// The stream a consumer consumes.
+    consumes: Option<StreamKey>,
+    /// The stream's home thread passes its packets to `thread` on this peer's behalf.
+    subscribed: bool,
 }
 
 impl Placement {
@@ -168,12 +180,12 @@ impl Placement {
         if let Some(key) = consumes {
             *self.consumers.entry(key).or_default() += 1;
         }
-        self.peers.insert(peer, (thread, consumes));
+        self.peers.insert(peer, Placed { thread, consumes, subscribed: false });
     }
 
-    fn remove(&mut self, peer: PeerId) -> Option<usize> {
-        let (thread, consumes) = self.peers.remove(&peer)?;
-        if let Some(key) = consumes {
+    fn remove(&mut self, peer: PeerId) -> Option<Placed> {
+        let placed = self.peers.remove(&peer)?;
+        if let Some(key) = placed.consumes {
             if let Some(n) = self.consumers.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
@@ -181,7 +193,7 @@ impl Placement {
                 }
             }
         }
-        Some(thread)
+        Some(placed)
     }
 }
 
@@ -261,15 +273,19 @@ impl MediaHandle {
                 if thread != home {
                     let codecs = self.call_on(home, |reply| Command::Codecs { key, reply }).await??;
                     self.send_to(thread, Command::Mirror { key, codecs });
-                    self.send_to(home, Command::Subscribe { key, thread });
                 }
             }
             let (tx, rx) = oneshot::channel();
             {
-                // Removed while we asked the home thread: do not create it.
-                let placement = self.placement();
-                if !placement.peers.contains_key(&peer) {
-                    return Err(MediaError::UnknownPeer);
+                // Removed while we asked the home thread: do not create it. Subscribing
+                // here, under the lock, orders it before the peer's unsubscribing.
+                let mut placement = self.placement();
+                let placed = placement.peers.get_mut(&peer).ok_or(MediaError::UnknownPeer)?;
+                if let Role::Consumer(key) = role {
+                    if thread != self.home(key) {
+                        self.send_to(self.home(key), Command::Subscribe { key, thread });
+                        placed.subscribed = true;
+                    }
                 }
                 self.threads[thread].send(make(tx)).map_err(gone)?;
             }
@@ -277,9 +293,19 @@ impl MediaHandle {
         }
         .await;
         if result.is_err() {
-            self.placement().remove(peer);
+            let mut placement = self.placement();
+            if let Some(placed) = placement.remove(peer) {
+                self.unsubscribe(&placed);
+            }
         }
         result
+    }
+
+    /// The home thread no longer passes packets on for a peer that is gone.
+    fn unsubscribe(&self, placed: &Placed) {
+        if let (true, Some(key)) = (placed.subscribed, placed.consumes) {
+            self.send_to(self.home(key), Command::Unsubscribe { key, thread: placed.thread });
+        }
     }
 
     pub async fn answer(&self, peer: PeerId, role: Role, offer: String) -> Result<String, MediaError> {
@@ -291,7 +317,7 @@ impl MediaHandle {
     }
 
     pub async fn apply_answer(&self, peer: PeerId, answer: String) -> Result<(), MediaError> {
-        let thread = self.placement().peers.get(&peer).map(|(t, _)| *t).ok_or(MediaError::UnknownPeer)?;
+        let thread = self.placement().peers.get(&peer).map(|p| p.thread).ok_or(MediaError::UnknownPeer)?;
         self.call_on(thread, |reply| Command::ApplyAnswer { peer, answer, reply }).await?
     }
 
@@ -307,8 +333,9 @@ impl MediaHandle {
     pub fn remove_peer(&self, peer: PeerId, close: bool) {
         // Under the lock, so it cannot overtake a creation in flight (see `create`).
         let mut placement = self.placement();
-        if let Some(thread) = placement.remove(peer) {
-            self.send_to(thread, Command::RemovePeer { peer, close });
+        if let Some(placed) = placement.remove(peer) {
+            self.send_to(placed.thread, Command::RemovePeer { peer, close });
+            self.unsubscribe(&placed);
         }
     }
     pub fn add_source(&self, key: StreamKey) {
@@ -549,6 +576,7 @@ impl Engine {
             }
             Command::Mirror { key, codecs } => self.router.mirror(key, codecs),
             Command::Subscribe { key, thread } => self.router.subscribe(key, thread),
+            Command::Unsubscribe { key, thread } => self.router.unsubscribe(key, thread),
             Command::Forward { packets, received } => {
                 self.router.forward_from_thread(&packets, now);
                 if let Some(at) = received {

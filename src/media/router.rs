@@ -208,8 +208,9 @@ struct Stream {
     consumers: Vec<PeerId>,
     taps: Vec<mpsc::UnboundedSender<SourcePacket>>,
     last_keyframe_request: Option<Instant>,
-    /// Other media threads with consumers of this stream: each packet goes to them too.
-    subscribers: Vec<usize>,
+    /// Other media threads with consumers of this stream, and how many: each packet goes
+    /// to those threads too.
+    subscribers: Vec<(usize, u32)>,
     /// A copy of a stream whose producer lives on another media thread.
     mirror: bool,
 }
@@ -441,11 +442,23 @@ impl Router {
         }
     }
 
-    /// Send every packet of `key` to media thread `thread` as well (see [`Router::poll_outbox`]).
+    /// One more consumer of `key` on media thread `thread`: send every packet of `key`
+    /// there as well (see [`Router::poll_outbox`]).
     pub fn subscribe(&mut self, key: StreamKey, thread: usize) {
-        if let Some(stream) = self.streams.get_mut(&key) {
-            if !stream.subscribers.contains(&thread) {
-                stream.subscribers.push(thread);
+        let Some(stream) = self.streams.get_mut(&key) else { return };
+        match stream.subscribers.iter_mut().find(|(t, _)| *t == thread) {
+            Some((_, consumers)) => *consumers += 1,
+            None => stream.subscribers.push((thread, 1)),
+        }
+    }
+
+    /// One consumer of `key` on `thread` fewer; the last one ends the subscription.
+    pub fn unsubscribe(&mut self, key: StreamKey, thread: usize) {
+        let Some(stream) = self.streams.get_mut(&key) else { return };
+        if let Some(i) = stream.subscribers.iter().position(|(t, _)| *t == thread) {
+            stream.subscribers[i].1 -= 1;
+            if stream.subscribers[i].1 == 0 {
+                stream.subscribers.swap_remove(i);
             }
         }
     }
@@ -728,7 +741,7 @@ impl Router {
         if !stream.taps.is_empty() {
             stream.taps.retain(|t| t.send(packet.clone()).is_ok());
         }
-        for &thread in &stream.subscribers {
+        for &(thread, _) in &stream.subscribers {
             self.outbox.push((thread, key, packet.clone()));
         }
         for &cid in &stream.consumers {
@@ -846,6 +859,28 @@ mod tests {
         assert_eq!(stun_local_ufrag(&msg), Some("abc"));
         assert_eq!(stun_local_ufrag(&msg[..22]), None);
         assert_eq!(stun_local_ufrag(b"\x80\x60garbage-rtp-packet......"), None);
+    }
+
+    #[test]
+    fn packets_go_to_subscribed_threads_until_their_last_consumer_leaves() {
+        let mut router = Router::new(vec!["127.0.0.1:5000".parse().unwrap()], Duration::from_secs(1));
+        let now = Instant::now();
+        router.add_source(7);
+        let send = |router: &mut Router, seq: u64| {
+            router.inject(7, &SourcePacket::synthetic(MediaKind::Audio, seq, vec![1u8; 20], now), now);
+            router.poll_outbox().map(|(thread, key, p)| (thread, key, p.seq)).collect::<Vec<_>>()
+        };
+        assert_eq!(send(&mut router, 1), []);
+        router.subscribe(7, 1);
+        router.subscribe(7, 1);
+        router.subscribe(7, 2);
+        router.subscribe(8, 1); // an unknown stream: ignored
+        assert_eq!(send(&mut router, 2), [(1, 7, 2), (2, 7, 2)]);
+        router.unsubscribe(7, 1);
+        router.unsubscribe(7, 2);
+        assert_eq!(send(&mut router, 3), [(1, 7, 3)]);
+        router.unsubscribe(7, 1);
+        assert_eq!(send(&mut router, 4), []);
     }
 
     #[test]
