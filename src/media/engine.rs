@@ -12,7 +12,8 @@
 //! stream from elsewhere holds a mirror of it and subscribes: the home thread passes it
 //! each packet once (an `Arc`ed payload, no copy), and the mirror thread seals and sends
 //! the copies for its own consumers, in parallel with the home thread. Keyframe requests
-//! travel back the same way. No lock is taken per packet.
+//! travel back the same way; the subscription ends with the thread's last consumer of
+//! the stream. No lock is taken per packet.
 
 use std::collections::HashMap;
 use std::io;
