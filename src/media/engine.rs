@@ -198,6 +198,11 @@ impl Placement {
     }
 }
 
+/// The media thread a stream and its producer live on, of `threads`.
+fn home_thread(key: StreamKey, threads: usize) -> usize {
+    (key % threads as u64) as usize
+}
+
 fn gone<T>(_: T) -> MediaError {
     MediaError::Webrtc("media engine stopped".into())
 }
@@ -213,9 +218,8 @@ impl MediaHandle {
         &self.shared_addrs
     }
 
-    /// The thread a stream and its producer live on.
     fn home(&self, key: StreamKey) -> usize {
-        (key % self.threads.len() as u64) as usize
+        home_thread(key, self.threads.len())
     }
 
     /// The thread a new peer goes to: a producer to its stream's home; a stream's first
@@ -636,7 +640,7 @@ impl Engine {
     }
 
     fn home(&self, key: StreamKey) -> usize {
-        (key % self.threads.len() as u64) as usize
+        home_thread(key, self.threads.len())
     }
 
     /// Hand the packets queued for other threads to them, one command per thread.
