@@ -50,7 +50,8 @@ async fn packets_arrive_intact_without_gso_too() {
 }
 
 /// A publisher and three players on a server started with `args`; the 400 packets sent
-/// must reach every player intact. Returns the server's media stats afterwards.
+/// must reach every player intact, and their peers must be gone once they stop. Returns
+/// the server's media stats from before they stopped.
 async fn forward_to_three_players(args: &[&str]) -> serde_json::Value {
     let server = Server::start(args);
     let client = client_media();
@@ -78,6 +79,11 @@ async fn forward_to_three_players(args: &[&str]) -> serde_json::Value {
     }
     let (code, body) = http(server.http, "GET", "/rest-api/stats", None);
     assert_eq!(code, 200, "{body}");
+    // The players leave: the server keeps the publisher's peer only, on whatever thread.
+    for (_, player) in &mut players {
+        player.stop_and_wait(STATUS_WAIT).await;
+    }
+    expect_media_peers(&server, 1).await;
     json(&body)["media"].clone()
 }
 
