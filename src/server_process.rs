@@ -85,14 +85,6 @@ impl ServerProcess {
         stats.get("media").cloned()
     }
 
-    /// A latency histogram of the media engine so far, by its name in `/rest-api/stats`
-    /// (`forwardLatency`, `readLatency`; see `MediaStats`).
-    pub fn latency(&self, name: &str) -> Option<crate::media::latency::Histogram> {
-        let stats = self.media_stats()?;
-        let snapshot = serde_json::from_value(stats.get(name)?.clone()).ok()?;
-        Some(crate::media::latency::Histogram::from_snapshot(&snapshot))
-    }
-
     /// User + system CPU time the process has used so far.
     pub fn cpu_time(&self) -> Option<Duration> {
         cpu_time(self.pid())
@@ -117,15 +109,9 @@ impl Drop for ServerProcess {
 /// /proc/PID/task/*/schedstat (nanoseconds), or utime + stime from /proc/PID/stat
 /// (10 ms ticks) where schedstat is missing.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        let ns: u64 = tasks
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        if ns > 0 {
-            return Some(Duration::from_nanos(ns));
-        }
+    let ns: u64 = thread_schedstats(pid).iter().map(|(_, [run, _, _])| run).sum();
+    if ns > 0 {
+        return Some(Duration::from_nanos(ns));
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the ")" that ends the command name: state is field 3, utime 14, stime 15.
@@ -135,20 +121,37 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// A latency histogram in a [`ServerProcess::media_stats`] answer, by its name there
+/// (`forwardLatency`, `readLatency`; see `MediaStats`); empty if missing.
+pub fn latency_in(media: &serde_json::Value, name: &str) -> crate::media::latency::Histogram {
+    media
+        .get(name)
+        .and_then(|h| serde_json::from_value(h.clone()).ok())
+        .map(|snapshot| crate::media::latency::Histogram::from_snapshot(&snapshot))
+        .unwrap_or_default()
+}
+
 /// Scheduler figures of the threads of `pid` named `name` (e.g. "hopcast-media"):
 /// (time run, time spent runnable but waiting for a CPU, times scheduled), summed.
 pub fn thread_schedstat(pid: u32, name: &str) -> Option<(Duration, Duration, u64)> {
-    let mut found = None;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        if std::fs::read_to_string(task.path().join("comm")).ok()?.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        let v: Vec<u64> = stat.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-        let (run, wait, slices) = found.unwrap_or((0, 0, 0));
-        found = Some((run + v.first()?, wait + v.get(1)?, slices + v.get(2)?));
-    }
-    found.map(|(run, wait, slices)| (Duration::from_nanos(run), Duration::from_nanos(wait), slices))
+    let named: Vec<[u64; 3]> = thread_schedstats(pid).into_iter().filter(|(n, _)| n == name).map(|(_, v)| v).collect();
+    let sum = |i: usize| named.iter().map(|v| v[i]).sum::<u64>();
+    (!named.is_empty()).then(|| (Duration::from_nanos(sum(0)), Duration::from_nanos(sum(1)), sum(2)))
+}
+
+/// Each thread of `pid` as (name, [run ns, runnable-but-waiting ns, times scheduled]),
+/// from /proc/PID/task/*/{comm,schedstat}; threads that vanish meanwhile are skipped.
+fn thread_schedstats(pid: u32) -> Vec<(String, [u64; 3])> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?.trim().to_string();
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().ok());
+            Some((name, [fields.next()??, fields.next()??, fields.next()??]))
+        })
+        .collect()
 }
 
 /// A minimal HTTP/1.1 request to 127.0.0.1:`port`: (status, body); (0, error) on failure.

@@ -272,13 +272,15 @@ impl MediaHandle {
             placement.insert(peer, thread, consumes);
             thread
         };
+        // A consumer away from its stream's home thread: (stream, home).
+        let mirrored = match role {
+            Role::Consumer(key) if self.home(key) != thread => Some((key, self.home(key))),
+            _ => None,
+        };
         let result = async {
-            if let Role::Consumer(key) = role {
-                let home = self.home(key);
-                if thread != home {
-                    let codecs = self.call_on(home, |reply| Command::Codecs { key, reply }).await??;
-                    self.send_to(thread, Command::Mirror { key, codecs });
-                }
+            if let Some((key, home)) = mirrored {
+                let codecs = self.call_on(home, |reply| Command::Codecs { key, reply }).await??;
+                self.send_to(thread, Command::Mirror { key, codecs });
             }
             let (tx, rx) = oneshot::channel();
             {
@@ -286,11 +288,9 @@ impl MediaHandle {
                 // here, under the lock, orders it before the peer's unsubscribing.
                 let mut placement = self.placement();
                 let placed = placement.peers.get_mut(&peer).ok_or(MediaError::UnknownPeer)?;
-                if let Role::Consumer(key) = role {
-                    if thread != self.home(key) {
-                        self.send_to(self.home(key), Command::Subscribe { key, thread });
-                        placed.subscribed = true;
-                    }
+                if let Some((key, home)) = mirrored {
+                    self.send_to(home, Command::Subscribe { key, thread });
+                    placed.subscribed = true;
                 }
                 self.threads[thread].send(make(tx)).map_err(gone)?;
             }
@@ -529,13 +529,13 @@ impl Engine {
     fn receive(&mut self, received: &udp::Received, data: &[u8]) {
         let (source, destination) = (received.source, self.sockets[received.socket].0);
         let router = &mut self.router;
-        let media_before = router.stats().packets_in;
+        let media_before = router.packets_in();
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             router.handle_datagram(Instant::now(), source, destination, data)
         }));
         if handled.is_err() {
             tracing::error!(%source, len = data.len(), "panic while handling a datagram; dropped");
-        } else if self.router.stats().packets_in > media_before {
+        } else if self.router.packets_in() > media_before {
             self.media_received.push(received.at);
             self.read_latency.record(SystemTime::now().duration_since(received.at).unwrap_or_default());
         }

@@ -264,6 +264,11 @@ impl Router {
         }
     }
 
+    /// Media packets taken in from producers so far (cheap: read per datagram).
+    pub fn packets_in(&self) -> u64 {
+        self.stats.packets_in
+    }
+
     pub fn stats(&self) -> RouterStats {
         let streams = self.streams.values().filter(|s| !s.mirror).count();
         RouterStats { peers: self.peers.len(), streams, ..self.stats }

@@ -8,6 +8,7 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 
 use hopcast::media::latency::Histogram;
+use hopcast::server_process::latency_in;
 
 use crate::baseline;
 use crate::common::*;
@@ -71,8 +72,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let sent0 = send_counters(&server);
-    let forwarding0 = server.latency("forwardLatency").unwrap_or_default();
+    let media0 = server.media_stats().unwrap_or_default();
     let cpu0 = server.cpu_time().unwrap_or_default();
     let t0 = Instant::now();
     let _ = rec_tx.send(true);
@@ -82,8 +82,9 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     }
     let _ = rec_tx.send(false);
     let cpu = server.cpu_time().unwrap_or_default().saturating_sub(cpu0);
-    let sent1 = send_counters(&server);
-    let forwarding = server.latency("forwardLatency").unwrap_or_default().since(&forwarding0);
+    let media1 = server.media_stats().unwrap_or_default();
+    let (sent0, sent1) = (send_counters(&media0), send_counters(&media1));
+    let forwarding = latency_in(&media1, "forwardLatency").since(&latency_in(&media0, "forwardLatency"));
     let elapsed = t0.elapsed().as_secs_f64();
     let rss_after = server.rss().unwrap_or(0) as i64;
     let _ = done_tx.send(true);
@@ -125,8 +126,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
 }
 
 /// (datagrams, messages, send system calls) so far.
-fn send_counters(server: &hopcast::server_process::ServerProcess) -> (u64, u64, u64) {
-    let stats = server.media_stats().unwrap_or_default();
+fn send_counters(stats: &serde_json::Value) -> (u64, u64, u64) {
     let field = |name: &str| stats.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
     (field("datagramsSent"), field("messagesSent"), field("sendCalls"))
 }

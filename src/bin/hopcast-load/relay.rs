@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hopcast::media::latency::Histogram;
+use hopcast::server_process::latency_in;
 use tokio::sync::watch;
 
 use crate::common::*;
@@ -54,8 +55,8 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
     tokio::time::sleep(Duration::from_secs(1)).await;
     let servers = [s1.pid(), s2.pid(), s3.pid()];
     let waits0 = servers.map(media_thread_wait);
-    let histograms = |name: &str| [&s1, &s2, &s3].map(|s| s.latency(name).unwrap_or_default());
-    let (forwarding0, reading0) = (histograms("forwardLatency"), histograms("readLatency"));
+    let media_stats = || [&s1, &s2, &s3].map(|s| s.media_stats().unwrap_or_default());
+    let media0 = media_stats();
     let _ = rec_tx.send(true);
     for s in 0..seconds {
         eprint!("\r  relay: measuring {}/{seconds} s   ", s + 1);
@@ -66,9 +67,9 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
         let (w1, n1) = media_thread_wait(servers[i]);
         (w1.saturating_sub(waits0[i].0), n1.saturating_sub(waits0[i].1))
     });
-    let since = |now: [Histogram; 3], then: &[Histogram; 3]| [0, 1, 2].map(|i| now[i].since(&then[i]));
-    let forwarding = since(histograms("forwardLatency"), &forwarding0);
-    let reading = since(histograms("readLatency"), &reading0);
+    let media1 = media_stats();
+    let since = |name: &str| [0, 1, 2].map(|i| latency_in(&media1[i], name).since(&latency_in(&media0[i], name)));
+    let (forwarding, reading) = (since("forwardLatency"), since("readLatency"));
     let _ = done_tx.send(true);
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
