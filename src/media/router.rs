@@ -29,7 +29,8 @@ use str0m::rtp::{Extension, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::sync::mpsc;
 
-use super::sdp::{media_mids, preferred_video_codec, unify_msid, VideoCodec};
+use super::codecs::{self, publish_codecs};
+use super::sdp::{media_mids, preferred_video_codec, unify_msid};
 use crate::protocol::reason;
 
 pub type PeerId = u64;
@@ -304,21 +305,28 @@ impl Router {
 
     /// Make an offer as a full-ICE client peer bound to the dedicated address `local`.
     pub fn offer(&mut self, id: PeerId, role: Role, local: SocketAddr, now: Instant) -> Result<String, MediaError> {
-        let (codecs, kinds) = match role {
-            Role::Producer(_) => (
-                publish_codecs(None),
-                vec![(MediaKind::Audio, Direction::RecvOnly), (MediaKind::Video, Direction::RecvOnly)],
-            ),
-            Role::Consumer(key) => {
-                let codecs = self.consumer_codecs(key)?;
-                let kinds = [MediaKind::Audio, MediaKind::Video]
-                    .into_iter()
-                    .filter(|k| codecs.iter().any(|p| p.spec().codec.kind() == *k))
-                    .map(|k| (k, Direction::SendOnly))
-                    .collect();
-                (codecs, kinds)
-            }
+        let codecs = match role {
+            Role::Producer(_) => publish_codecs(None),
+            Role::Consumer(key) => self.consumer_codecs(key)?,
         };
+        self.offer_codecs(id, role, local, codecs, now)
+    }
+
+    /// [`Router::offer`] with the given codecs, in the given numbering.
+    fn offer_codecs(
+        &mut self,
+        id: PeerId,
+        role: Role,
+        local: SocketAddr,
+        codecs: Vec<PayloadParams>,
+        now: Instant,
+    ) -> Result<String, MediaError> {
+        let direction = if matches!(role, Role::Producer(_)) { Direction::RecvOnly } else { Direction::SendOnly };
+        let kinds: Vec<(MediaKind, Direction)> = [MediaKind::Audio, MediaKind::Video]
+            .into_iter()
+            .filter(|k| codecs.iter().any(|p| p.spec().codec.kind() == *k))
+            .map(|k| (k, direction))
+            .collect();
         let mut rtc = rtc_config(role, codecs, &self.dtls_cert).build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| MediaError::Webrtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -350,13 +358,14 @@ impl Router {
         self.finish_negotiation(id, now)
     }
 
-    /// The codecs consumers of `key` can be offered (the producer's, once negotiated).
+    /// The codecs consumers of `key` can be offered: the producer's, once negotiated,
+    /// free to take each consumer's payload type numbers.
     pub fn consumer_codecs(&self, key: StreamKey) -> Result<Vec<PayloadParams>, MediaError> {
         let stream = self.streams.get(&key).ok_or(MediaError::StreamNotFound)?;
         if stream.codecs.is_empty() {
             return Err(MediaError::StreamNotFound);
         }
-        Ok(stream.codecs.clone())
+        Ok(codecs::renumberable(&stream.codecs))
     }
 
     fn insert_peer(&mut self, id: PeerId, role: Role, mut rtc: Rtc, dedicated: Option<SocketAddr>, now: Instant) {
@@ -413,14 +422,11 @@ impl Router {
                 let source = self.streams.get(&key).map(|s| s.codecs.clone()).unwrap_or_default();
                 peer.tracks = negotiated
                     .into_iter()
-                    .map(|(mid, kind, params)| {
-                        let accepted = CodecConfig::new_from_payload_params(params);
-                        let pt_map = source
-                            .iter()
-                            .filter(|s| s.spec().codec.kind() == kind)
-                            .filter_map(|s| accepted.match_params(*s).map(|p| (s.pt(), p.pt())))
-                            .collect();
-                        OutTrack { kind, mid, pt_map, seq_base: None }
+                    .map(|(mid, kind, accepted)| OutTrack {
+                        kind,
+                        mid,
+                        pt_map: codecs::pt_map(&source, kind, &accepted),
+                        seq_base: None,
                     })
                     .collect();
                 let source_kinds = |k: MediaKind| source.iter().any(|s| s.spec().codec.kind() == k);
@@ -805,20 +811,6 @@ fn msid_for(role: Role) -> String {
     }
 }
 
-/// Opus plus the video codec a publisher prefers (both VP8 and H264 when unknown).
-fn publish_codecs(video: Option<VideoCodec>) -> Vec<PayloadParams> {
-    let all = CodecConfig::new_with_defaults();
-    let wanted = |c: Codec| {
-        matches!(
-            (c, video),
-            (Codec::Opus, _)
-                | (Codec::Vp8, None | Some(VideoCodec::Vp8))
-                | (Codec::H264, None | Some(VideoCodec::H264))
-        )
-    };
-    all.params().iter().filter(|p| wanted(p.spec().codec)).copied().collect()
-}
-
 fn rtc_config(role: Role, codecs: Vec<PayloadParams>, cert: &DtlsCert) -> RtcConfig {
     let mut config = RtcConfig::new().set_rtp_mode(true).set_dtls_cert(cert.clone()).set_stats_interval(None);
     *config.codec_config() = CodecConfig::new_from_payload_params(codecs);
@@ -938,11 +930,33 @@ mod tests {
     /// A client router publishing source 1 and playing it back into stream 2 through a
     /// server router (ICE, DTLS and SRTP all real, only the network is a loop).
     fn publish_and_play() -> (Router, Router, Instant, mpsc::UnboundedReceiver<SourcePacket>) {
+        publish_and_play_numbered(None, None)
+    }
+
+    /// Opus and VP8 (with RTX) renumbered, as another WebRTC stack would number them.
+    fn numbered(opus: u8, vp8: u8, vp8_rtx: u8) -> Vec<PayloadParams> {
+        source_codecs()
+            .iter()
+            .map(|p| match p.spec().codec {
+                Codec::Opus => PayloadParams::new(opus.into(), None, p.spec()),
+                _ => PayloadParams::new(vp8.into(), Some(vp8_rtx.into()), p.spec()),
+            })
+            .collect()
+    }
+
+    /// [`publish_and_play`] with the publisher's and the player's offers numbering their
+    /// codecs as given (`None`: str0m's defaults, which are the server's too).
+    fn publish_and_play_numbered(
+        publisher: Option<Vec<PayloadParams>>,
+        player: Option<Vec<PayloadParams>>,
+    ) -> (Router, Router, Instant, mpsc::UnboundedReceiver<SourcePacket>) {
         let mut now = Instant::now();
         let mut client = Router::new(vec!["127.0.0.1:50000".parse().unwrap()], Duration::from_secs(5));
         let mut server = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(5));
         client.add_source(1);
-        let offer = client.offer(10, Role::Consumer(1), "127.0.0.1:40001".parse().unwrap(), now).unwrap();
+        let codecs = publisher.unwrap_or_else(|| client.consumer_codecs(1).unwrap());
+        let offer =
+            client.offer_codecs(10, Role::Consumer(1), "127.0.0.1:40001".parse().unwrap(), codecs, now).unwrap();
         let answer = server.answer(20, Role::Producer(100), &offer, now).unwrap();
         client.apply_answer(10, &answer, now).unwrap();
         let (_, server_events) = pump(&mut client, &mut server, &mut now, 50);
@@ -953,7 +967,9 @@ mod tests {
             client.tap(2, tx);
             rx
         };
-        let offer = client.offer(11, Role::Producer(2), "127.0.0.1:40002".parse().unwrap(), now).unwrap();
+        let codecs = player.unwrap_or_else(|| publish_codecs(None));
+        let offer =
+            client.offer_codecs(11, Role::Producer(2), "127.0.0.1:40002".parse().unwrap(), codecs, now).unwrap();
         let answer = server.answer(21, Role::Consumer(100), &offer, now).unwrap();
         client.apply_answer(11, &answer, now).unwrap();
         let (_, server_events) = pump(&mut client, &mut server, &mut now, 50);
@@ -990,6 +1006,21 @@ mod tests {
         let intact = send_and_receive(&mut client, &mut server, &mut now, &mut tap, 1..101);
         assert!(intact >= 195, "{intact} of 200 packets arrived intact");
         assert!(server.stats().packets_forwarded >= 195);
+    }
+
+    #[test]
+    fn players_numbering_codecs_unlike_the_publisher_get_every_packet() {
+        // Publisher as aiortc numbers (Opus 111, VP8 112/113), player as Firefox (109, 120/124):
+        // a matcher keyed by payload type numbers finds no common codec here.
+        let (mut client, mut server, mut now, mut tap) =
+            publish_and_play_numbered(Some(numbered(111, 112, 113)), Some(numbered(109, 120, 124)));
+        let intact = send_and_receive(&mut client, &mut server, &mut now, &mut tap, 1..101);
+        assert!(intact >= 195, "{intact} of 200 packets arrived intact");
+        // And the other way round, with numbers that collide with the server's defaults.
+        let (mut client, mut server, mut now, mut tap) =
+            publish_and_play_numbered(Some(numbered(96, 111, 97)), Some(numbered(100, 109, 101)));
+        let intact = send_and_receive(&mut client, &mut server, &mut now, &mut tap, 1..101);
+        assert!(intact >= 195, "{intact} of 200 packets arrived intact");
     }
 
     #[test]
