@@ -368,6 +368,13 @@ impl Router {
         Ok(codecs::renumberable(&stream.codecs))
     }
 
+    /// A consumer's (producer PT, consumer PT) map for `kind`.
+    #[cfg(test)]
+    pub(crate) fn consumer_pt_map(&self, id: PeerId, kind: MediaKind) -> Option<Vec<(Pt, Pt)>> {
+        let peer = self.peers.get(&id)?;
+        peer.tracks.iter().find(|t| t.kind == kind).map(|t| t.pt_map.clone())
+    }
+
     fn insert_peer(&mut self, id: PeerId, role: Role, mut rtc: Rtc, dedicated: Option<SocketAddr>, now: Instant) {
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         if let Some(addr) = dedicated {
