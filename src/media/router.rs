@@ -209,6 +209,8 @@ struct Stream {
     consumers: Vec<PeerId>,
     taps: Vec<mpsc::UnboundedSender<SourcePacket>>,
     last_keyframe_request: Option<Instant>,
+    /// A request that came within the interval of the last one: sent when it has passed.
+    keyframe_deferred: Option<KeyframeRequestKind>,
     /// Other media threads with consumers of this stream, and how many: each packet goes
     /// to those threads too.
     subscribers: Vec<(usize, u32)>,
@@ -234,6 +236,8 @@ pub struct Router {
     dirty: Vec<PeerId>,
     /// Every peer's next deadline, earliest first: no scan over all peers per wakeup.
     timers: BTreeSet<(Instant, PeerId)>,
+    /// Streams with a deferred keyframe request, and when to send it.
+    deferred_keyframes: Vec<(Instant, StreamKey)>,
     /// The time of the latest input, for releasing batched writes in `poll_transmit`.
     last_now: Instant,
     scratch: Vec<Event>,
@@ -259,6 +263,7 @@ impl Router {
             released: Vec::new(),
             dirty: Vec::new(),
             timers: BTreeSet::new(),
+            deferred_keyframes: Vec::new(),
             last_now: Instant::now(),
             scratch: Vec::new(),
             stats: RouterStats::default(),
@@ -515,10 +520,16 @@ impl Router {
         self.streams.remove(&key);
     }
 
-    /// Ask the stream's producer for a keyframe (at most every 200 ms).
+    /// Ask the stream's producer for a keyframe. Requests are merged to one per 200 ms
+    /// (a burst of joining players costs the publisher one keyframe), but never dropped:
+    /// one within the interval is sent when it has passed.
     pub fn request_keyframe(&mut self, key: StreamKey, kind: KeyframeRequestKind, now: Instant) {
         let Some(stream) = self.streams.get_mut(&key) else { return };
-        if stream.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
+        if let Some(last) = stream.last_keyframe_request.filter(|t| now.duration_since(*t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            if stream.keyframe_deferred.replace(kind).is_none() {
+                self.deferred_keyframes.push((last + KEYFRAME_REQUEST_INTERVAL, key));
+            }
             return;
         }
         let Some(pid) = stream.producer else {
@@ -577,11 +588,22 @@ impl Router {
 
     /// The earliest time [`Router::handle_timeout`] must run.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
+        let keyframes = self.deferred_keyframes.iter().map(|(t, _)| *t).min();
+        self.timers.first().map(|(t, _)| *t).into_iter().chain(keyframes).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
+        if self.deferred_keyframes.iter().any(|(t, _)| *t <= now) {
+            let (due, later) = self.deferred_keyframes.drain(..).partition(|(t, _)| *t <= now);
+            self.deferred_keyframes = later;
+            for (_, key) in due {
+                let kind = self.streams.get_mut(&key).and_then(|s| s.keyframe_deferred.take());
+                if let Some(kind) = kind {
+                    self.request_keyframe(key, kind, now);
+                }
+            }
+        }
         let due: Vec<PeerId> = self.timers.iter().take_while(|(t, _)| *t <= now).map(|(_, id)| *id).collect();
         for id in due {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
@@ -885,6 +907,31 @@ mod tests {
         assert_eq!(send(&mut router, 3), [(1, 7, 3)]);
         router.unsubscribe(7, 1);
         assert_eq!(send(&mut router, 4), []);
+    }
+
+    #[test]
+    fn keyframe_requests_within_the_interval_are_merged_and_sent_late_not_dropped() {
+        let mut router = Router::new(vec!["127.0.0.1:5000".parse().unwrap()], Duration::from_secs(1));
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        router.add_source(7);
+        let requested = |router: &mut Router, at: Instant| {
+            router.handle_timeout(at);
+            std::iter::from_fn(|| router.poll_event())
+                .filter(|e| *e == MediaEvent::KeyframeRequested { key: 7 })
+                .count()
+        };
+        router.request_keyframe(7, KeyframeRequestKind::Pli, t0);
+        assert_eq!(requested(&mut router, t0), 1);
+        // Two more players join within the interval: one request, when the interval ends.
+        router.request_keyframe(7, KeyframeRequestKind::Pli, ms(50));
+        router.request_keyframe(7, KeyframeRequestKind::Fir, ms(80));
+        assert_eq!(requested(&mut router, ms(100)), 0);
+        assert_eq!(router.next_timeout(), Some(ms(200)));
+        assert_eq!(requested(&mut router, ms(200)), 1);
+        assert_eq!(requested(&mut router, ms(500)), 0, "a merged request is sent once");
+        router.request_keyframe(7, KeyframeRequestKind::Pli, ms(600));
+        assert_eq!(requested(&mut router, ms(600)), 1);
     }
 
     #[test]
