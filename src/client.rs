@@ -23,6 +23,13 @@ use crate::protocol::{ClientMessage, ServerMessage, StreamInfo, StreamRef, Strea
 /// How long the server may take to answer `connection` and each offer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The client pings the server this often...
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and takes a server that has sent nothing at all for this long as gone: a hung
+/// server (stopped, or its network cut) keeps the TCP connection open but says nothing.
+/// WCS servers ping their clients themselves, so this holds even if one does not answer.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientError {
     /// The WebSocket could not be opened (bad URL, refused, TLS).
@@ -93,8 +100,27 @@ impl SignalingClient {
         });
         let reader_routes = routes.clone();
         let pong = outgoing.clone();
+        let pinger = outgoing.downgrade();
         tokio::spawn(async move {
-            while let Some(Ok(frame)) = stream.next().await {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let Some(outgoing) = pinger.upgrade() else { break };
+                if outgoing.send(Message::Text(ClientMessage::Ping.encode().into())).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let frame = match tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(_) => break,
+                    Err(_) => {
+                        tracing::info!(silence = ?SILENCE_LIMIT, "server silent: connection taken as lost");
+                        break;
+                    }
+                };
                 let Message::Text(text) = frame else { continue };
                 let Ok(message) = ServerMessage::decode(text.as_str()) else { continue };
                 let id = match &message {
@@ -102,6 +128,8 @@ impl SignalingClient {
                         let _ = pong.send(Message::Text(ClientMessage::Pong.encode().into()));
                         continue;
                     }
+                    // The answers to our own pings: alive, nothing to route.
+                    ServerMessage::Pong => continue,
                     ServerMessage::SetRemoteSdp { media_session_id, .. } => Some(media_session_id.clone()),
                     ServerMessage::StreamStatus(s) => Some(s.media_session_id.clone()),
                     ServerMessage::Fail(f) => f.id.clone(),

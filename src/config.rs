@@ -44,6 +44,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("keep_alive.probes", "10", "unanswered intervals before a session is dropped"),
     ("ws.max_message_size", "1048576", "largest accepted signaling frame, bytes"),
     ("relay.reconnect_max_ms", "10000", "longest pause between relay reconnect attempts"),
+    ("limits.connections", "10000", "open TCP connections (all ports together); at most the open-file limit less 256"),
+    ("limits.connections_per_ip", "200", "open TCP connections from one client address"),
+    (
+        "limits.handshake_timeout_ms",
+        "10000",
+        "milliseconds a connection may take for a TLS handshake, a request head, or the first `connection` message",
+    ),
+    ("limits.session_queue", "1024", "signaling messages queued for a client that does not read before it is dropped"),
+    ("limits.sdp_size", "65536", "largest SDP offer or answer accepted, bytes"),
+    ("limits.sdp_lines", "1000", "most lines in an SDP offer or answer"),
+    ("limits.name_length", "512", "longest stream name, bytes"),
+    ("limits.custom_size", "16384", "largest client data a `connection` message may carry (its JSON), bytes"),
+    ("limits.connecting_per_ip", "64", "WebRTC peers still connecting from one client address"),
+    ("limits.relays", "100", "relays this server runs (push and pull together)"),
+    ("limits.relays_per_stream", "10", "push relays of one local stream"),
+    (
+        "rest.cors_origins",
+        "*",
+        "origins whose pages may call the REST API (comma-separated; * any, empty none); never with credentials",
+    ),
     ("web.dir", "", "serve the web apps from this folder instead of the copies built in"),
 ];
 
@@ -70,6 +90,25 @@ pub struct Config {
     pub max_message_size: usize,
     pub relay_reconnect_max: Duration,
     pub web_dir: Option<PathBuf>,
+    pub limits: Limits,
+    /// Origins allowed by CORS; `None`: any (`*`).
+    pub cors_origins: Option<Vec<String>>,
+}
+
+/// Bounds on what one client can make the server hold (README's "Limits" table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    pub handshake_timeout: Duration,
+    pub session_queue: usize,
+    pub sdp_size: usize,
+    pub sdp_lines: usize,
+    pub name_length: usize,
+    pub custom_size: usize,
+    pub connecting_per_ip: usize,
+    pub relays: usize,
+    pub relays_per_stream: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,6 +196,10 @@ impl Config {
             _ => Err(bad(key, "true or false")),
         };
         let number = |key: &str| get(key).trim().parse::<u64>().map_err(|_| bad(key, "a whole number"));
+        let positive = |key: &str| match number(key) {
+            Ok(0) | Err(_) => Err(bad(key, "a positive whole number")),
+            Ok(n) => Ok(n.min(usize::MAX as u64) as usize),
+        };
         let path = |key: &str| Some(get(key)).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
 
         let media_port_from = port("media_port_from")?;
@@ -203,6 +246,24 @@ impl Config {
             max_message_size,
             relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
             web_dir: path("web.dir"),
+            limits: Limits {
+                connections: positive("limits.connections")?,
+                connections_per_ip: positive("limits.connections_per_ip")?,
+                handshake_timeout: Duration::from_millis(positive("limits.handshake_timeout_ms")? as u64),
+                session_queue: positive("limits.session_queue")?,
+                sdp_size: positive("limits.sdp_size")?,
+                sdp_lines: positive("limits.sdp_lines")?,
+                name_length: positive("limits.name_length")?,
+                custom_size: positive("limits.custom_size")?,
+                connecting_per_ip: positive("limits.connecting_per_ip")?,
+                relays: number("limits.relays")? as usize,
+                relays_per_stream: number("limits.relays_per_stream")? as usize,
+            },
+            cors_origins: {
+                let origins: Vec<String> =
+                    get("rest.cors_origins").split(',').map(|o| o.trim().trim_end_matches('/').to_string()).collect();
+                (!origins.iter().any(|o| o == "*")).then(|| origins.into_iter().filter(|o| !o.is_empty()).collect())
+            },
         })
     }
 

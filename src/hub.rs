@@ -3,23 +3,52 @@
 //! the registry's [`Effect`]s to the media engine. Signaling, REST and relay agents all
 //! go through here, so a stream behaves the same whoever drives it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
+use crate::config::Limits;
+use crate::listener::Connections;
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, Role, StreamKey};
-use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
-use crate::registry::{Effect, Outbound, Registry, StreamFilter};
+use crate::protocol::{reason, Fail, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
+use crate::registry::{self, Effect, OutboxReceiver, Registry, StreamFilter};
 
 pub struct Hub {
     registry: Mutex<Registry>,
     pub media: MediaHandle,
+    limits: Limits,
+    pub refused: Refusals,
+    /// Open TCP connections, by the listeners' caps.
+    pub connections: Arc<Connections>,
+}
+
+/// Requests refused by a limit, by kind (`/rest-api/stats`).
+#[derive(Default)]
+pub struct Refusals {
+    pub sdp: AtomicU64,
+    pub names: AtomicU64,
+    pub connection_data: AtomicU64,
+    pub connecting: AtomicU64,
+    pub slow_readers: AtomicU64,
+    pub handshakes: AtomicU64,
+    pub relays: AtomicU64,
+}
+
+impl Refusals {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Hub {
-    pub fn new(media: MediaHandle) -> Arc<Self> {
-        Arc::new(Hub { registry: Mutex::new(Registry::default()), media })
+    pub fn new(media: MediaHandle, limits: Limits, connections: Arc<Connections>) -> Arc<Self> {
+        let registry = Mutex::new(Registry::new(limits.connecting_per_ip));
+        Arc::new(Hub { registry, media, limits, refused: Refusals::default(), connections })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -37,15 +66,25 @@ impl Hub {
     }
 
     /// A new signaling connection: returns its session id and outbox.
-    pub fn open_session(&self, remote: String) -> (String, mpsc::UnboundedReceiver<Outbound>) {
+    pub fn open_session(&self, remote: String) -> (String, OutboxReceiver) {
         let id = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = registry::outbox(self.limits.session_queue);
         self.registry().add_session(id.clone(), remote, tx);
         (id, rx)
     }
 
     /// `connection`: echo the client's data with our session id and token (`getUserData`).
+    /// Data larger than `limits.custom_size` is refused and the connection closed.
     pub fn establish(&self, session: &str, mut data: Map<String, Value>) {
+        let size = serde_json::to_string(&data).map_or(usize::MAX, |t| t.len());
+        if size > self.limits.custom_size {
+            Refusals::count(&self.refused.connection_data);
+            let why = format!("Connection data too large: {size} bytes (limit {})", self.limits.custom_size);
+            let registry = self.registry();
+            registry.send(session, ServerMessage::Fail(Fail::warning(why.clone())));
+            registry.close_session_connection(session, &why);
+            return;
+        }
         data.insert("sessionId".into(), session.into());
         if data.get("authToken").and_then(Value::as_str).is_none_or(str::is_empty) {
             data.insert("authToken".into(), session.into());
@@ -56,7 +95,7 @@ impl Hub {
     }
 
     /// A session for a server-internal client (a relay agent's local side).
-    pub fn open_internal_session(&self, label: String) -> (String, mpsc::UnboundedReceiver<Outbound>) {
+    pub fn open_internal_session(&self, label: String) -> (String, OutboxReceiver) {
         let (id, outbox) = self.open_session(label);
         self.registry().establish(&id, Map::new());
         (id, outbox)
@@ -100,6 +139,12 @@ impl Hub {
         self.apply(effects);
     }
 
+    fn count_refusal(&self, why: &str) {
+        if why == registry::TOO_MANY_PENDING || why == registry::TOO_MANY_PENDING_FROM_ADDRESS {
+            Refusals::count(&self.refused.connecting);
+        }
+    }
+
     fn refuse(&self, session: &str, req: &StreamRequest, published: bool, why: &str) {
         let mut info = StreamInfo::for_request(session, req, published);
         info.status = StreamStatus::Failed;
@@ -107,11 +152,37 @@ impl Hub {
         self.registry().send(session, ServerMessage::StreamStatus(info));
     }
 
+    /// What a client may not store whatever the stream: names and SDP beyond the limits.
+    fn check_request(&self, req: &StreamRequest) -> Result<(), String> {
+        let limits = &self.limits;
+        if req.name.len() > limits.name_length || req.media_session_id.len() > limits.name_length {
+            Refusals::count(&self.refused.names);
+            return Err(format!(
+                "Failed by error: stream name or mediaSessionId too long (limit {} bytes)",
+                limits.name_length
+            ));
+        }
+        if req.sdp.len() > limits.sdp_size {
+            Refusals::count(&self.refused.sdp);
+            return Err(format!("Invalid SDP: {} bytes (limit {})", req.sdp.len(), limits.sdp_size));
+        }
+        let lines = req.sdp.lines().count();
+        if lines > limits.sdp_lines {
+            Refusals::count(&self.refused.sdp);
+            return Err(format!("Invalid SDP: {lines} lines (limit {})", limits.sdp_lines));
+        }
+        Ok(())
+    }
+
     /// `publishStream`: register the name, answer the offer, send `setRemoteSDP`.
     pub async fn publish(&self, session: &str, req: StreamRequest) {
+        if let Err(why) = self.check_request(&req) {
+            return self.refuse(session, &req, true, &why);
+        }
         let (peer, key) = (self.media.next_id(), self.media.next_id());
         let registered = self.registry().begin_publish(session, &req, peer, key);
         if let Err(why) = registered {
+            self.count_refusal(why);
             return self.refuse(session, &req, true, why);
         }
         tracing::info!(session, stream = %req.name, media_session = %req.media_session_id, "publish");
@@ -121,11 +192,17 @@ impl Hub {
 
     /// `playStream`: find the published name, answer the offer, send `setRemoteSDP`.
     pub async fn play(&self, session: &str, req: StreamRequest) {
+        if let Err(why) = self.check_request(&req) {
+            return self.refuse(session, &req, false, &why);
+        }
         let peer = self.media.next_id();
         let registered = self.registry().begin_play(session, &req, peer);
         let key = match registered {
             Ok(key) => key,
-            Err(why) => return self.refuse(session, &req, false, why),
+            Err(why) => {
+                self.count_refusal(why);
+                return self.refuse(session, &req, false, why);
+            }
         };
         tracing::info!(session, stream = %req.name, media_session = %req.media_session_id, "play");
         let answer = self.media.answer(peer, Role::Consumer(key), req.sdp.clone()).await;

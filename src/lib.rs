@@ -5,12 +5,14 @@
 //! ([`protocol`]) over WebSocket to [`signaling`], which keeps sessions and streams in
 //! [`registry`] and asks [`media`] for WebRTC peers. [`media`] runs one thread that owns
 //! the UDP socket and forwards RTP from each stream's producer to its consumers. The
-//! REST API ([`rest`]) reads and changes the registry. [`client`] is the other side of
+//! REST API ([`rest`]) reads and changes the registry. [`listener`] admits TCP
+//! connections (caps, deadlines) for both. [`client`] is the other side of
 //! the same protocol, used by relay agents ([`relay`]), tests and the load generator.
 
 pub mod client;
 pub mod config;
 pub mod hub;
+pub mod listener;
 pub mod media;
 pub mod protocol;
 pub mod registry;

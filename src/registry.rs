@@ -4,9 +4,10 @@
 //! each session's outbox (a channel the session's WebSocket task drains).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::media::{PeerId, StreamKey};
 use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
@@ -14,6 +15,8 @@ use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamSt
 /// Streams one session may have waiting for ICE/DTLS at once.
 pub const MAX_PENDING_PER_SESSION: usize = 16;
 pub const TOO_MANY_PENDING: &str = "Failed by error: too many streams of this session are still connecting";
+pub const TOO_MANY_PENDING_FROM_ADDRESS: &str =
+    "Failed by error: too many streams from this client address are still connecting";
 
 /// What a session's connection task must do.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +24,58 @@ pub enum Outbound {
     Message(ServerMessage),
     /// Close the connection (REST terminate, keep-alive expiry); the reason is logged.
     Close(String),
+}
+
+/// The registry's end of a session's queue toward its connection. Bounded: a client
+/// that does not read cannot make the server hold its messages; the first message that
+/// does not fit closes the session instead.
+#[derive(Clone)]
+pub struct OutboxSender {
+    tx: mpsc::Sender<Outbound>,
+    overflowed: Arc<Notify>,
+}
+
+/// The connection's end of the queue.
+pub struct OutboxReceiver {
+    rx: mpsc::Receiver<Outbound>,
+    overflowed: Arc<Notify>,
+}
+
+pub const OUTBOX_OVERFLOW: &str = "outbound queue full: the client does not read";
+
+pub fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let overflowed = Arc::new(Notify::new());
+    (OutboxSender { tx, overflowed: overflowed.clone() }, OutboxReceiver { rx, overflowed })
+}
+
+impl OutboxSender {
+    /// Queue `item`; false when the connection is gone or the queue overflowed.
+    pub fn send(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl OutboxReceiver {
+    /// The next thing to do; an overflow comes first, as `Close`.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        tokio::select! {
+            biased;
+            _ = self.overflowed.notified() => Some(Outbound::Close(OUTBOX_OVERFLOW.into())),
+            item = self.rx.recv() => item,
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// Media work a registry change implies.
@@ -35,9 +90,11 @@ pub enum Effect {
 pub struct Session {
     pub id: String,
     pub remote: String,
+    /// The client's address (none for the server's own relay sessions).
+    ip: Option<std::net::IpAddr>,
     pub user_data: Map<String, Value>,
     pub established: bool,
-    outbox: mpsc::UnboundedSender<Outbound>,
+    outbox: OutboxSender,
 }
 
 pub struct Stream {
@@ -49,6 +106,8 @@ pub struct Stream {
 
 #[derive(Default)]
 pub struct Registry {
+    /// Streams still connecting from one client address, at most (0: no bound).
+    max_connecting_per_ip: usize,
     sessions: HashMap<String, Session>,
     /// By mediaSessionId.
     streams: HashMap<String, Stream>,
@@ -79,8 +138,13 @@ impl StreamFilter {
 }
 
 impl Registry {
-    pub fn add_session(&mut self, id: String, remote: String, outbox: mpsc::UnboundedSender<Outbound>) {
-        let session = Session { id: id.clone(), remote, user_data: Map::new(), established: false, outbox };
+    pub fn new(max_connecting_per_ip: usize) -> Self {
+        Registry { max_connecting_per_ip, ..Default::default() }
+    }
+
+    pub fn add_session(&mut self, id: String, remote: String, outbox: OutboxSender) {
+        let ip = remote.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        let session = Session { id: id.clone(), remote, ip, user_data: Map::new(), established: false, outbox };
         self.sessions.insert(id, session);
     }
 
@@ -102,12 +166,12 @@ impl Registry {
 
     pub fn send(&self, session: &str, message: ServerMessage) {
         if let Some(s) = self.sessions.get(session) {
-            let _ = s.outbox.send(Outbound::Message(message));
+            s.outbox.send(Outbound::Message(message));
         }
     }
 
     pub fn close_session_connection(&self, session: &str, why: &str) -> bool {
-        self.sessions.get(session).map(|s| s.outbox.send(Outbound::Close(why.into())).is_ok()).unwrap_or(false)
+        self.sessions.get(session).is_some_and(|s| s.outbox.send(Outbound::Close(why.into())))
     }
 
     fn check_new(&self, session: &str, req: &StreamRequest) -> Result<(), &'static str> {
@@ -126,6 +190,17 @@ impl Registry {
             self.streams.values().filter(|s| s.info.session_id == session && s.info.status == StreamStatus::Pending);
         if pending.count() >= MAX_PENDING_PER_SESSION {
             return Err(TOO_MANY_PENDING);
+        }
+        // And per address, so that many sessions of one client cannot either.
+        let ip = self.sessions.get(session).and_then(|s| s.ip);
+        if let (Some(ip), true) = (ip, self.max_connecting_per_ip > 0) {
+            let from_ip = self.streams.values().filter(|s| {
+                s.info.status == StreamStatus::Pending
+                    && self.sessions.get(&s.info.session_id).is_some_and(|o| o.ip == Some(ip))
+            });
+            if from_ip.count() >= self.max_connecting_per_ip {
+                return Err(TOO_MANY_PENDING_FROM_ADDRESS);
+            }
         }
         Ok(())
     }
@@ -250,17 +325,17 @@ mod tests {
         }
     }
 
-    fn registry() -> (Registry, mpsc::UnboundedReceiver<Outbound>) {
+    fn registry() -> (Registry, OutboxReceiver) {
         let mut r = Registry::default();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outbox(64);
         r.add_session("s1".into(), "test".into(), tx);
         r.establish("s1", Map::new());
         (r, rx)
     }
 
-    fn statuses(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Vec<(String, StreamStatus, Option<String>)> {
+    fn statuses(rx: &mut OutboxReceiver) -> Vec<(String, StreamStatus, Option<String>)> {
         let mut out = Vec::new();
-        while let Ok(Outbound::Message(ServerMessage::StreamStatus(s))) = rx.try_recv() {
+        while let Some(Outbound::Message(ServerMessage::StreamStatus(s))) = rx.try_recv() {
             out.push((s.media_session_id, s.status, s.info));
         }
         out

@@ -63,8 +63,9 @@ pub fn found<T: serde::Serialize>(list: Vec<T>, what: &str) -> ApiResult {
     Ok(Json(list).into_response())
 }
 
-/// Every REST route of the server.
-pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>) -> Router {
+/// Every REST route of the server; `cors_origins`: the origins whose pages may call it
+/// (`None`: any).
+pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>, cors_origins: Option<Vec<String>>) -> Router {
     let stats = Router::new().route("/stats", get(stats).post(stats)).with_state((hub.clone(), relays.clone()));
     let relay_api = Router::new()
         .route("/pull/push", post(pull_push))
@@ -82,24 +83,60 @@ pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>) -> Router {
         .with_state(hub)
         .merge(relay_api)
         .merge(stats);
-    Router::new().nest("/rest-api", api).fallback(unknown).layer(middleware::from_fn(cors))
+    let cors_origins = Arc::new(cors_origins);
+    Router::new()
+        .nest("/rest-api", api)
+        .fallback(unknown)
+        .layer(middleware::from_fn(json_only))
+        .layer(middleware::from_fn(move |request, next| cors(cors_origins.clone(), request, next)))
 }
 
 async fn unknown(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("Unknown REST method {method} {}", uri.path()))
 }
 
-/// Browsers call the API cross-origin: allow any origin and answer preflights.
-async fn cors(request: Request, next: Next) -> Response {
+/// A POST with a body must say it is JSON. A page on another site can send a "simple"
+/// cross-origin POST (text/plain, form data) without asking first; a JSON one makes the
+/// browser ask (preflight), and CORS then decides.
+async fn json_only(request: Request, next: Next) -> Response {
+    let has_body =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|len| len.trim() != "0");
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if request.method() == Method::POST && has_body && !json {
+        let why = "Content-Type must be application/json";
+        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, why).into_response();
+    }
+    next.run(request).await
+}
+
+/// Browsers call the API cross-origin: allow the configured origins (any by default,
+/// as WCS does), never with credentials, and answer preflights.
+async fn cors(origins: Arc<Option<Vec<String>>>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
     let mut response = if request.method() == Method::OPTIONS {
         StatusCode::NO_CONTENT.into_response()
     } else {
         next.run(request).await
     };
+    let allowed = match (origins.as_ref(), &origin) {
+        (None, _) => Some(HeaderValue::from_static("*")),
+        (Some(list), Some(o)) if o.to_str().is_ok_and(|o| list.iter().any(|a| a == o)) => Some(o.clone()),
+        _ => None,
+    };
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
+    if origins.is_some() {
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(allowed) = allowed {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
+    }
     response
 }
 
@@ -127,16 +164,25 @@ async fn stream_terminate(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult
     Ok(StatusCode::OK.into_response())
 }
 
+/// Fields of a client's `connection` data that listings show; the rest (its `custom`
+/// object, tokens) is the client's own business and its backend's.
+const LISTED_CONNECTION_FIELDS: [&str; 5] =
+    ["appKey", "clientVersion", "clientOSVersion", "clientBrowserVersion", "mediaProviders"];
+
 async fn connection_find_all(State(hub): State<Arc<Hub>>) -> ApiResult {
     let registry = hub.registry();
     let mut list: Vec<Value> = registry
         .sessions()
         .map(|s| {
-            let mut obj = s.user_data.clone();
+            let mut obj = serde_json::Map::new();
             obj.insert("sessionId".into(), s.id.clone().into());
+            for field in LISTED_CONNECTION_FIELDS {
+                if let Some(v) = s.user_data.get(field) {
+                    obj.insert(field.into(), v.clone());
+                }
+            }
             obj.insert("remoteAddress".into(), s.remote.clone().into());
             obj.insert("established".into(), s.established.into());
-            obj.remove("authToken");
             Value::Object(obj)
         })
         .collect();
@@ -167,6 +213,7 @@ impl From<RelayError> for ApiError {
             RelayError::NotFound(_) => StatusCode::NOT_FOUND,
             RelayError::Conflict(_) => StatusCode::CONFLICT,
             RelayError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RelayError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         ApiError::new(status, e.to_string())
     }
@@ -205,6 +252,22 @@ async fn stats(State((hub, relays)): State<(Arc<Hub>, Arc<RelayManager>)>) -> Ap
         (registry.sessions().count(), registry.find(&StreamFilter::default()).len())
     };
     let relays = relays.find(&RelayFilter::default()).len();
-    Ok(Json(serde_json::json!({ "sessions": sessions, "streams": streams, "relays": relays, "media": media }))
-        .into_response())
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let r = &hub.refused;
+    let refused = json!({
+        "connections": hub.connections.refused(),
+        "handshakes": count(&r.handshakes),
+        "slowReaders": count(&r.slow_readers),
+        "sdp": count(&r.sdp),
+        "names": count(&r.names),
+        "connectionData": count(&r.connection_data),
+        "connecting": count(&r.connecting),
+        "relays": count(&r.relays),
+    });
+    let connections = hub.connections.open();
+    Ok(Json(json!({
+        "sessions": sessions, "streams": streams, "relays": relays, "connections": connections,
+        "refused": refused, "media": media,
+    }))
+    .into_response())
 }

@@ -4,13 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::listener::{self, Connections, LimitedListener};
 use crate::media::engine;
 use crate::relay::{AgentConfig, RelayManager};
 use crate::signaling::{self, SignalingState};
@@ -57,7 +55,12 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     let (media, mut media_events) = engine::start(&config.media_ips(), from..=to, options)
         .map_err(|e| format!("cannot bind {threads} media UDP port(s) in {from}-{to}: {e}"))?;
     let media_addrs = media.addrs().to_vec();
-    let hub = Hub::new(media);
+    // Every connection takes a file descriptor: the cap stays below the open-file limit,
+    // with room for media sockets, relay agents and files.
+    let limits = config.limits;
+    let max_connections = limits.connections.min(listener::raise_file_limit().saturating_sub(256).max(16) as usize);
+    let connections = Connections::new(max_connections, limits.connections_per_ip);
+    let hub = Hub::new(media, limits, connections.clone());
     let events_hub = hub.clone();
     tokio::spawn(async move {
         while let Some(event) = media_events.recv().await {
@@ -77,7 +80,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         reconnect_max: config.relay_reconnect_max,
     };
     let relays = RelayManager::new(hub.clone(), agent);
-    let api = rest::routes(hub.clone(), relays.clone());
+    let api = rest::routes(hub.clone(), relays.clone(), config.cors_origins.clone());
 
     let ws = listen(config.ws_port, "ws").await?;
     let wss = listen(config.wss_port, "wss").await?;
@@ -101,40 +104,12 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         server.https.port(),
     );
     let api = api.merge(web::routes(web));
-    let wss = tls::TlsListener::new(wss, tls.clone()).map_err(|e| e.to_string())?;
-    let https = tls::TlsListener::new(https, tls).map_err(|e| e.to_string())?;
-    serve(ws, signaling.clone());
-    serve(wss, signaling);
-    serve(http, api.clone());
-    serve(https, api);
+    let limited = |tcp| LimitedListener::new(tcp, connections.clone());
+    let wss = tls::TlsListener::new(limited(wss), tls.clone(), limits.handshake_timeout).map_err(|e| e.to_string())?;
+    let https = tls::TlsListener::new(limited(https), tls, limits.handshake_timeout).map_err(|e| e.to_string())?;
+    listener::serve(limited(ws), signaling.clone(), limits.handshake_timeout);
+    listener::serve(wss, signaling, limits.handshake_timeout);
+    listener::serve(limited(http), api.clone(), limits.handshake_timeout);
+    listener::serve(https, api, limits.handshake_timeout);
     Ok(server)
-}
-
-/// The peer address of a connection, for any of our listeners (plain or TLS).
-#[derive(Clone, Copy, Debug)]
-pub struct RemoteAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, TcpListener>> for RemoteAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        RemoteAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, tls::TlsListener>> for RemoteAddr {
-    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
-        RemoteAddr(*stream.remote_addr())
-    }
-}
-
-fn serve<L>(listener: L, router: Router)
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    for<'a> RemoteAddr: Connected<IncomingStream<'a, L>>,
-{
-    tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<RemoteAddr>();
-        if let Err(e) = axum::serve(listener, service).await {
-            tracing::error!(error = %e, "listener stopped");
-        }
-    });
 }

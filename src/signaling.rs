@@ -13,10 +13,10 @@ use axum::Router;
 use tracing::Instrument;
 
 use crate::config::KeepAlive;
-use crate::hub::Hub;
+use crate::hub::{Hub, Refusals};
+use crate::listener::RemoteAddr;
 use crate::protocol::{ClientMessage, Fail, ServerMessage};
-use crate::registry::Outbound;
-use crate::server::RemoteAddr;
+use crate::registry::{Outbound, OutboxReceiver, OUTBOX_OVERFLOW};
 
 #[derive(Clone)]
 pub struct SignalingState {
@@ -44,18 +44,23 @@ async fn upgrade(
     })
 }
 
-async fn serve_connection(
-    state: SignalingState,
-    mut socket: WebSocket,
-    session: String,
-    mut outbox: tokio::sync::mpsc::UnboundedReceiver<Outbound>,
-) {
+/// Close codes (RFC 6455): 1000 normal, 1008 policy (a limit), 1009 too big, 1011 error.
+const CLOSE_POLICY: u16 = 1008;
+
+async fn serve_connection(state: SignalingState, mut socket: WebSocket, session: String, mut outbox: OutboxReceiver) {
     let hub = state.hub.clone();
     tracing::info!("connected");
     let period = state.keep_alive.map(|k| k.interval).unwrap_or(Duration::from_secs(3600));
+    // A socket that takes nothing for as long as keep-alive waits for an answer is dead
+    // (or its client does not read): a write stalled that long ends the session.
+    let stall = state.keep_alive.map(|k| k.interval * k.probes).unwrap_or(Duration::from_secs(60));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // The first message must be `connection`, and come soon.
+    let handshake = tokio::time::sleep(hub.limits().handshake_timeout);
+    tokio::pin!(handshake);
+    let mut established = false;
     let mut missed = 0u32;
-    let why = loop {
+    let (why, close): (String, Option<CloseFrame>) = loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
@@ -66,45 +71,78 @@ async fn serve_connection(
                         continue;
                     }
                     handle_text(&hub, &session, text.as_str()).await;
+                    established = established || hub.registry().session(&session).is_some_and(|s| s.established);
                 }
                 Some(Ok(Message::Binary(_))) => {
                     hub.registry().send(&session, ServerMessage::Fail(Fail::warning("Binary frames are not supported")));
                 }
-                Some(Ok(Message::Close(_))) | None => break "closed by client".to_string(),
+                Some(Ok(Message::Close(_))) | None => break ("closed by client".into(), Some(close_frame(1000, ""))),
                 Some(Ok(_)) => missed = 0,
                 Some(Err(e)) => {
                     let reason = format!("WebSocket error: {e}");
-                    let frame = CloseFrame { code: 1009, reason: reason.clone().into() };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
-                    break reason;
+                    let code = if reason.contains("too long") || reason.contains("too big") { 1009 } else { 1002 };
+                    break (reason.clone(), Some(close_frame(code, &reason)));
                 }
             },
             out = outbox.recv() => match out {
                 Some(Outbound::Message(m)) => {
-                    if socket.send(Message::Text(m.encode().into())).await.is_err() {
-                        break "send failed".into();
+                    if let Err(why) = send(&hub, &mut socket, Message::Text(m.encode().into()), stall).await {
+                        break (why.into(), None);
                     }
                 }
                 Some(Outbound::Close(why)) => {
-                    let _ = socket.send(Message::Close(None)).await;
-                    break why;
+                    let code = if why == OUTBOX_OVERFLOW { CLOSE_POLICY } else { 1000 };
+                    if code == CLOSE_POLICY {
+                        Refusals::count(&hub.refused.slow_readers);
+                    }
+                    break (why.clone(), Some(close_frame(code, &why)));
                 }
-                None => break "session removed".into(),
+                None => break ("session removed".into(), Some(close_frame(1000, ""))),
             },
+            _ = &mut handshake, if !established => {
+                Refusals::count(&hub.refused.handshakes);
+                break ("no connection message in time".into(), Some(close_frame(CLOSE_POLICY, "no connection message in time")));
+            }
             _ = ping.tick(), if state.keep_alive.is_some() => {
                 let probes = state.keep_alive.map(|k| k.probes).unwrap_or(u32::MAX);
                 if missed >= probes {
-                    break format!("no answer to {missed} pings");
+                    break (format!("no answer to {missed} pings"), Some(close_frame(1000, "keep-alive timeout")));
                 }
                 missed += 1;
-                if socket.send(Message::Text(ServerMessage::Ping.encode().into())).await.is_err() {
-                    break "send failed".into();
+                if let Err(why) = send(&hub, &mut socket, Message::Text(ServerMessage::Ping.encode().into()), stall).await {
+                    break (why.into(), None);
                 }
             }
         }
     };
+    if let Some(frame) = close {
+        // Best effort, and briefly: a client that does not read would hold us here.
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+    }
     tracing::info!(reason = %why, "disconnected");
     hub.close_session(&session);
+}
+
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    // A close reason must fit a control frame (123 bytes of text).
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame { code, reason: reason[..end].to_string().into() }
+}
+
+/// Send one frame; fails when the socket does, or takes nothing for `stall` (a client
+/// that does not read: counted).
+async fn send(hub: &Hub, socket: &mut WebSocket, message: Message, stall: Duration) -> Result<(), &'static str> {
+    match tokio::time::timeout(stall, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("send failed"),
+        Err(_) => {
+            Refusals::count(&hub.refused.slow_readers);
+            Err("send stalled: the client does not read")
+        }
+    }
 }
 
 async fn handle_text(hub: &Hub, session: &str, text: &str) {

@@ -28,7 +28,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::latency::{Histogram, LatencySnapshot};
-use super::router::{Datagram, MediaError, MediaEvent, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey};
+use super::router::{
+    Datagram, MediaError, MediaEvent, Offer, PeerId, Role, Router, RouterStats, SourcePacket, StreamKey,
+};
 use super::udp::{self, SendStats, Sender};
 
 /// How long a new peer may take to complete ICE and DTLS.
@@ -42,7 +44,7 @@ enum Command {
     Answer {
         peer: PeerId,
         role: Role,
-        offer: String,
+        offer: Offer,
         reply: oneshot::Sender<Result<String, MediaError>>,
     },
     Offer {
@@ -313,7 +315,11 @@ impl MediaHandle {
         }
     }
 
+    /// Answer a remote offer. The offer is parsed on tokio's blocking pool first: its
+    /// cost grows with what the client sends, and media threads must keep forwarding.
     pub async fn answer(&self, peer: PeerId, role: Role, offer: String) -> Result<String, MediaError> {
+        let parsed = tokio::task::spawn_blocking(move || Offer::parse(&offer));
+        let offer = parsed.await.map_err(|e| MediaError::Webrtc(format!("SDP parser: {e}")))??;
         self.create(peer, role, |reply| Command::Answer { peer, role, offer, reply }).await
     }
 
@@ -545,7 +551,7 @@ impl Engine {
         let now = Instant::now();
         match command {
             Command::Answer { peer, role, offer, reply } => {
-                let _ = reply.send(self.router.answer(peer, role, &offer, now));
+                let _ = reply.send(self.router.answer_parsed(peer, role, offer, now));
             }
             Command::Offer { peer, role, reply } => {
                 let result = udp::bind(SocketAddr::new(self.client_ip, 0))

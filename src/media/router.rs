@@ -30,7 +30,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::sync::mpsc;
 
 use super::codecs::{self, publish_codecs};
-use super::sdp::{media_mids, preferred_video_codec, unify_msid};
+use super::sdp::{media_mids, preferred_video_codec, unify_msid, VideoCodec};
 use crate::protocol::reason;
 
 pub type PeerId = u64;
@@ -105,6 +105,26 @@ pub fn exchange_datagrams(a: &mut Router, b: &mut Router, now: Instant) {
     }
     while let Some(d) = b.poll_transmit() {
         a.handle_datagram(now, d.source, d.destination, &d.contents);
+    }
+}
+
+/// A remote offer, parsed: the costly part of answering, done where it cannot hold up
+/// forwarding (see `MediaHandle::answer`).
+pub struct Offer {
+    sdp: SdpOffer,
+    mids: Vec<(Mid, MediaKind)>,
+    preferred: Option<VideoCodec>,
+}
+
+impl Offer {
+    pub fn parse(text: &str) -> Result<Offer, MediaError> {
+        let mids = media_mids(text)
+            .into_iter()
+            .map(|(mid, video)| (Mid::from(mid.as_str()), if video { MediaKind::Video } else { MediaKind::Audio }))
+            .collect();
+        let preferred = preferred_video_codec(text);
+        let sdp = SdpOffer::from_sdp_string(text).map_err(bad_sdp)?;
+        Ok(Offer { sdp, mids, preferred })
     }
 }
 
@@ -284,12 +304,12 @@ impl Router {
 
     /// Answer a browser's offer as an ICE-lite server peer on the shared socket(s).
     pub fn answer(&mut self, id: PeerId, role: Role, offer: &str, now: Instant) -> Result<String, MediaError> {
-        let mids: Vec<(Mid, MediaKind)> = media_mids(offer)
-            .into_iter()
-            .map(|(mid, video)| (Mid::from(mid.as_str()), if video { MediaKind::Video } else { MediaKind::Audio }))
-            .collect();
-        let preferred = preferred_video_codec(offer);
-        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        self.answer_parsed(id, role, Offer::parse(offer)?, now)
+    }
+
+    /// [`Router::answer`] for an offer parsed beforehand (off the media thread).
+    pub fn answer_parsed(&mut self, id: PeerId, role: Role, offer: Offer, now: Instant) -> Result<String, MediaError> {
+        let Offer { sdp: offer, mids, preferred } = offer;
         let codecs = match role {
             Role::Producer(_) => publish_codecs(preferred),
             Role::Consumer(key) => self.consumer_codecs(key)?,
@@ -300,7 +320,7 @@ impl Router {
                 rtc.add_local_candidate(c);
             }
         }
-        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| MediaError::BadSdp(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(bad_sdp)?;
         let answer = unify_msid(&answer.to_sdp_string(), &msid_for(role));
         self.insert_peer(id, role, rtc, None, now);
         self.peers.get_mut(&id).expect("just inserted").mids = mids;
@@ -351,11 +371,10 @@ impl Router {
 
     /// Apply the remote answer to an offer made by [`Router::offer`].
     pub fn apply_answer(&mut self, id: PeerId, answer: &str, now: Instant) -> Result<(), MediaError> {
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| MediaError::BadSdp(e.to_string()));
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(bad_sdp);
         let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer)?;
         let pending = peer.pending_offer.take().ok_or(MediaError::UnknownPeer)?;
-        let result = answer
-            .and_then(|a| peer.rtc.sdp_api().accept_answer(pending, a).map_err(|e| MediaError::BadSdp(e.to_string())));
+        let result = answer.and_then(|a| peer.rtc.sdp_api().accept_answer(pending, a).map_err(bad_sdp));
         if let Err(e) = result {
             self.remove_peer(id, false, now);
             return Err(e);
@@ -825,6 +844,17 @@ impl Router {
             }
         }
     }
+}
+
+/// An SDP error as clients may read it. The parser's own text names positions in our
+/// memory (`PointerOffset(0x7f...)`): it goes to the debug log only.
+fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
+    let text = e.to_string();
+    if text.starts_with("SDP parse") || text.contains("0x") {
+        tracing::debug!(error = %text, "unparsable SDP");
+        return MediaError::BadSdp("not a valid session description".into());
+    }
+    MediaError::BadSdp(text)
 }
 
 fn mark_dirty(dirty: &mut Vec<PeerId>, peer: &mut Peer, id: PeerId) {

@@ -5,14 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use super::{AgentConfig, Backoff, Direction, Relay, RelayList, STEP_TIMEOUT};
 use crate::client::{ClientError, ClientStream, SignalingClient};
 use crate::hub::Hub;
 use crate::media::{PeerId, Role, StreamKey};
 use crate::protocol::{reason, ServerMessage, StreamStatus};
-use crate::registry::Outbound;
+use crate::registry::{Outbound, OutboxReceiver};
+
+/// The one reason given for a remote that cannot be reached, whatever the cause.
+pub(crate) const UNREACHABLE: &str = "cannot reach the remote server";
 
 /// How an attempt ended.
 enum Outcome {
@@ -35,7 +38,7 @@ pub(crate) struct Agent {
     /// Answers the REST call after the first attempt.
     first: Option<oneshot::Sender<Result<(), String>>>,
     session: String,
-    outbox: mpsc::UnboundedReceiver<Outbound>,
+    outbox: OutboxReceiver,
 }
 
 impl Agent {
@@ -120,7 +123,7 @@ impl Agent {
 
     async fn attempt(&mut self, backoff: &mut Backoff) -> Outcome {
         // Statuses of the previous attempt's local leg are history now.
-        while self.outbox.try_recv().is_ok() {}
+        while self.outbox.try_recv().is_some() {}
         let info = self.relay.info();
         let mut terminate = self.terminate.clone();
         let connecting = SignalingClient::connect(&self.url, self.tls.clone());
@@ -130,7 +133,12 @@ impl Agent {
         };
         let client = match client {
             Ok(c) => c,
-            Err(e) => return Outcome::Lost(format!("{}: {e}", reason::ORIGIN_CONNECT)),
+            Err(e) => {
+                // What a target answered (refused, an HTTP status, a TLS error) stays in
+                // the log: in the REST answer it would make relays a port scanner.
+                tracing::info!(error = %e, "cannot reach the remote server");
+                return Outcome::Lost(format!("{}: {UNREACHABLE}", reason::ORIGIN_CONNECT));
+            }
         };
 
         // The local side: a registered stream around a fresh media peer.

@@ -27,6 +27,9 @@ pub use backoff::Backoff;
 use crate::hub::Hub;
 use crate::protocol::StreamStatus;
 
+/// Longest relay URI accepted.
+pub const MAX_URI_LENGTH: usize = 2048;
+
 /// How long an agent waits for each step of an attempt (connect, answer, status). The
 /// REST call answers when the first attempt has succeeded or failed, so within 30 s.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,12 +105,16 @@ pub enum RelayError {
     Conflict(String),
     /// 500: the first attempt failed (unreachable remote, remote FAILED, ...).
     Failed(String),
+    /// 429: a relay limit is reached.
+    Limit(String),
 }
 
 impl std::fmt::Display for RelayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::BadRequest(m) | Self::NotFound(m) | Self::Conflict(m) | Self::Failed(m) => f.write_str(m),
+            Self::BadRequest(m) | Self::NotFound(m) | Self::Conflict(m) | Self::Failed(m) | Self::Limit(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -182,6 +189,13 @@ impl RelayManager {
         let uri = required(req.uri, "uri")?;
         let local = required(req.local_stream_name, "localStreamName")?;
         let remote = required(req.remote_stream_name, "remoteStreamName")?;
+        let limits = *self.hub.limits();
+        if uri.len() > MAX_URI_LENGTH {
+            return Err(RelayError::BadRequest(format!("Bad URI: longer than {MAX_URI_LENGTH} bytes")));
+        }
+        if local.len() > limits.name_length || remote.len() > limits.name_length {
+            return Err(RelayError::BadRequest(format!("Stream name too long (limit {} bytes)", limits.name_length)));
+        }
         let url = connect_url(&uri, self.config.ssl)?;
 
         let relay = {
@@ -189,6 +203,18 @@ impl RelayManager {
             // A relay whose first attempt failed is not running: a new request replaces it.
             list.retain(|r| r.is_running() || r.info().status != StreamStatus::Failed);
             let infos: Vec<RelayInfo> = list.iter().map(|r| r.info()).collect();
+            let limit = |what: String| {
+                crate::hub::Refusals::count(&self.hub.refused.relays);
+                Err(RelayError::Limit(what))
+            };
+            if infos.len() >= limits.relays {
+                return limit(format!("Relay limit reached: {} relays (limits.relays)", limits.relays));
+            }
+            let of_stream = infos.iter().filter(|i| i.direction == Direction::Push && i.local_stream_name == local);
+            if direction == Direction::Push && of_stream.count() >= limits.relays_per_stream {
+                let n = limits.relays_per_stream;
+                return limit(format!("Relay limit reached: {n} push relays of '{local}' (limits.relays_per_stream)"));
+            }
             match direction {
                 Direction::Push => {
                     if self.hub.registry().published(&local).is_none() {
