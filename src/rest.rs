@@ -99,10 +99,10 @@ async fn unknown(method: Method, uri: axum::http::Uri) -> ApiError {
 /// cross-origin POST (text/plain, form data) without asking first; a JSON one makes the
 /// browser ask (preflight), and CORS then decides.
 async fn json_only(request: Request, next: Next) -> Response {
-    let has_body =
-        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_none_or(|len| len.trim() != "0");
-    let json = request
-        .headers()
+    let headers = request.headers();
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let has_body = length.is_some_and(|len| len.trim() != "0") || headers.contains_key(header::TRANSFER_ENCODING);
+    let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
