@@ -24,17 +24,6 @@ fn push(from: &Server, to: &Server, local: &str, remote: &str) -> (u16, Value) {
     rest(from, "pull/push", &body)
 }
 
-/// Poll until `check` holds (the fail-safe bound is generous: this is not a timing test).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 fn stream_status(server: &Server, name: &str) -> Option<String> {
     let (code, body) = rest(server, "stream/find", &format!(r#"{{"name":"{name}","published":true}}"#));
     (code == 200).then(|| body[0]["status"].as_str().unwrap().to_string())

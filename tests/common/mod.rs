@@ -182,3 +182,21 @@ pub async fn expect_media_peers(server: &Server, expected: u64) {
     }
     panic!("server holds {last} media peers, expected {expected}");
 }
+
+/// Poll until `check` holds (the fail-safe bound is generous: this is not a timing test).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// `/rest-api/stats` as JSON.
+pub fn stats(server: &Server) -> serde_json::Value {
+    let (code, body) = http(server.http, "GET", "/rest-api/stats", None);
+    assert_eq!(code, 200, "{body}");
+    json(&body)
+}
