@@ -45,7 +45,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("ws.max_message_size", "1048576", "largest accepted signaling frame, bytes"),
     ("relay.reconnect_max_ms", "10000", "longest pause between relay reconnect attempts"),
     ("limits.connections", "10000", "open TCP connections (all ports together); at most the open-file limit less 256"),
-    ("limits.connections_per_ip", "200", "open TCP connections from one client address"),
+    (
+        "limits.connections_per_ip",
+        "1000",
+        "open TCP connections from one client address; at most half of limits.connections",
+    ),
     (
         "limits.handshake_timeout_ms",
         "10000",
@@ -65,6 +69,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "origins whose pages may call the REST API (comma-separated; * any, empty none); never with credentials",
     ),
     ("web.dir", "", "serve the web apps from this folder instead of the copies built in"),
+    ("memory.trim", "true", "give freed heap back to the OS after sessions end (glibc malloc_trim)"),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +95,7 @@ pub struct Config {
     pub max_message_size: usize,
     pub relay_reconnect_max: Duration,
     pub web_dir: Option<PathBuf>,
+    pub memory_trim: bool,
     pub limits: Limits,
     /// Origins allowed by CORS; `None`: any (`*`).
     pub cors_origins: Option<Vec<String>>,
@@ -246,6 +252,7 @@ impl Config {
             max_message_size,
             relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
             web_dir: path("web.dir"),
+            memory_trim: boolean("memory.trim")?,
             limits: Limits {
                 connections: positive("limits.connections")?,
                 connections_per_ip: positive("limits.connections_per_ip")?,

@@ -59,8 +59,13 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     // with room for media sockets, relay agents and files.
     let limits = config.limits;
     let max_connections = limits.connections.min(listener::raise_file_limit().saturating_sub(256).max(16) as usize);
-    let connections = Connections::new(max_connections, limits.connections_per_ip);
+    // One address may hold at most half: with the common 1,024-file limit (768 places)
+    // a single client cannot lock everyone else out.
+    let connections = Connections::new(max_connections, limits.connections_per_ip.min(max_connections / 2));
     let hub = Hub::new(media, limits, connections.clone());
+    if config.memory_trim {
+        trim_memory_after_sessions_end(hub.clone());
+    }
     let events_hub = hub.clone();
     tokio::spawn(async move {
         while let Some(event) = media_events.recv().await {
@@ -112,4 +117,23 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     listener::serve(limited(http), api.clone(), limits.handshake_timeout);
     listener::serve(https, api, limits.handshake_timeout);
     Ok(server)
+}
+
+/// glibc keeps freed heap in its arenas (one per thread that allocated), so after a
+/// flood of sessions the process would stay at its peak size for good. Whenever fewer
+/// sessions are open than two seconds before, hand the free memory back.
+fn trim_memory_after_sessions_end(hub: Arc<Hub>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        let mut last = 0;
+        loop {
+            tick.tick().await;
+            let open = hub.registry().sessions().count();
+            if open < last {
+                // SAFETY: malloc_trim only releases free pages of the allocator's arenas.
+                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+            }
+            last = open;
+        }
+    });
 }

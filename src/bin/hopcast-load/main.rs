@@ -6,6 +6,7 @@
 mod baseline;
 mod common;
 mod fanout;
+mod flood;
 mod relay;
 mod router_bench;
 mod setup;
@@ -53,6 +54,17 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         packets: u64,
     },
+    /// Memory given back after a flood of players and sessions (RSS before, peak, after).
+    Flood {
+        #[arg(long, default_value_t = 200)]
+        players: usize,
+        /// Sessions carrying the largest `connection` data allowed.
+        #[arg(long, default_value_t = 500)]
+        sessions: usize,
+        /// A setting for the server, as `hopcast --set` takes it (e.g. memory.trim=false).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Every scenario with tiny numbers: proves the benchmark still runs (CI).
     Smoke {
         #[arg(long, default_value = "target/bench/smoke.csv")]
@@ -97,6 +109,10 @@ fn main() {
             Command::Relay(b) => relay::run(b.seconds, b.bitrate, 5, &b.csv).await,
             Command::Setup(b) => setup::run(20, 200, &b.csv).await,
             Command::Router { players, packets } => router_bench::run(players, packets),
+            Command::Flood { players, sessions, set } => {
+                let _ = common::SERVER_SETTINGS.set(set);
+                flood::run(players, sessions).await
+            }
             Command::Smoke { csv } => {
                 let b = BenchArgs { players: vec![2], seconds: 1, bitrate: 300_000, csv, set: Vec::new() };
                 run_fanout(&b).await;
