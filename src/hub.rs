@@ -275,10 +275,10 @@ impl Hub {
                 registry.connected(peer);
                 Vec::new()
             }
-            MediaEvent::Failed { peer, reason } => match registry.stream_of_peer(peer) {
+            MediaEvent::Failed { peer, cause } => match registry.stream_of_peer(peer) {
                 Some(s) => {
                     let id = s.info.media_session_id.clone();
-                    registry.end(&id, StreamStatus::Failed, Some(reason), false)
+                    registry.end(&id, StreamStatus::Failed, Some(reason::for_cause(cause)), false)
                 }
                 None => Vec::new(),
             },

@@ -31,6 +31,17 @@ impl StreamStatus {
 
 /// Reason texts the SDK knows (`STREAM_STATUS_INFO`); `info` carries them verbatim.
 pub mod reason {
+    use crate::media::Cause;
+
+    /// The SDK's words for why the media layer ended a peer.
+    pub fn for_cause(cause: Cause) -> &'static str {
+        match cause {
+            Cause::IceTimeout => ICE_TIMEOUT,
+            Cause::DtlsFailed => DTLS_ERROR,
+            Cause::Error => FAILED_BY_ERROR,
+        }
+    }
+
     pub const STREAM_NOT_FOUND: &str = "Stream not found";
     pub const NAME_IN_USE: &str = "Stream name is already in use";
     pub const MEDIA_SESSION_ID_IN_USE: &str = "MediaSessionId is already in use";

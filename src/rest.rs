@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::hub::Hub;
+use crate::media::latency::LatencySnapshot;
 use crate::registry::StreamFilter;
 use crate::relay::{Direction, RelayError, RelayFilter, RelayManager, RelayRequest};
 
@@ -243,31 +244,89 @@ async fn pull_terminate(State(relays): State<Arc<RelayManager>>, body: Bytes) ->
     Ok(Json(relays.terminate(&filter).await?).into_response())
 }
 
-/// Beyond WCS: what the server holds right now, including the media engine's peers (a
-/// leak shows here first) and its packet counters.
+/// `/rest-api/stats`, beyond WCS: what the server holds right now and has done. Its
+/// own type: the public JSON is decided here, not by the media core's structs.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    sessions: usize,
+    streams: usize,
+    relays: usize,
+    /// Open TCP connections.
+    connections: usize,
+    refused: Refused,
+    media: MediaFigures,
+}
+
+/// Requests refused by a limit, by kind (README "Limits").
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Refused {
+    connections: u64,
+    handshakes: u64,
+    slow_readers: u64,
+    sdp: u64,
+    names: u64,
+    connection_data: u64,
+    connecting: u64,
+    relays: u64,
+}
+
+/// The media threads' figures, added up.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaFigures {
+    threads: usize,
+    /// WebRTC peers held: a leak shows here first.
+    peers: usize,
+    streams: usize,
+    packets_in: u64,
+    packets_forwarded: u64,
+    datagrams_dropped: u64,
+    datagrams_sent: u64,
+    messages_sent: u64,
+    send_calls: u64,
+    forward_latency: LatencySnapshot,
+    read_latency: LatencySnapshot,
+}
+
 async fn stats(State((hub, relays)): State<(Arc<Hub>, Arc<RelayManager>)>) -> ApiResult {
     let media = hub.media.stats().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let (sessions, streams) = {
         let registry = hub.registry();
         (registry.sessions().count(), registry.find(&StreamFilter::default()).len())
     };
-    let relays = relays.find(&RelayFilter::default()).len();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let r = &hub.refused;
-    let refused = json!({
-        "connections": hub.connections.refused(),
-        "handshakes": count(&r.handshakes),
-        "slowReaders": count(&r.slow_readers),
-        "sdp": count(&r.sdp),
-        "names": count(&r.names),
-        "connectionData": count(&r.connection_data),
-        "connecting": count(&r.connecting),
-        "relays": count(&r.relays),
-    });
-    let connections = hub.connections.open();
-    Ok(Json(json!({
-        "sessions": sessions, "streams": streams, "relays": relays, "connections": connections,
-        "refused": refused, "media": media,
-    }))
+    let (router, sent) = (media.router, media.sent);
+    Ok(Json(Stats {
+        sessions,
+        streams,
+        relays: relays.find(&RelayFilter::default()).len(),
+        connections: hub.connections.open(),
+        refused: Refused {
+            connections: hub.connections.refused(),
+            handshakes: count(&r.handshakes),
+            slow_readers: count(&r.slow_readers),
+            sdp: count(&r.sdp),
+            names: count(&r.names),
+            connection_data: count(&r.connection_data),
+            connecting: count(&r.connecting),
+            relays: count(&r.relays),
+        },
+        media: MediaFigures {
+            threads: media.threads,
+            peers: router.peers,
+            streams: router.streams,
+            packets_in: router.packets_in,
+            packets_forwarded: router.packets_forwarded,
+            datagrams_dropped: router.datagrams_dropped,
+            datagrams_sent: sent.datagrams_sent,
+            messages_sent: sent.messages_sent,
+            send_calls: sent.send_calls,
+            forward_latency: media.forward_latency,
+            read_latency: media.read_latency,
+        },
+    })
     .into_response())
 }

@@ -1,18 +1,34 @@
 //! Media: the WebRTC peers of this process and the forwarding between them.
 //!
-//! - [`router`]: sans-IO state (peers, streams, forwarding, keyframe requests).
-//! - [`engine`]: the thread and sockets around it, driven through [`MediaHandle`].
-//! - [`codecs`]: codecs matched by identity, payload types mapped per consumer.
-//! - [`sdp`]: the few SDP rewrites str0m leaves to us.
-//! - [`udp`]: binding, receive with kernel timestamps, batched send with sendmmsg and UDP GSO.
-//! - [`latency`]: the histogram of forwarding latency the engine keeps.
+//! The sans-IO core, fed bytes and time:
+//! - [`router`]: one media thread's streams: each producer's packets to its consumers,
+//!   keyframe requests upstream.
+//! - [`peer`]: one WebRTC peer (`str0m::Rtc`) and its run loop; [`consumer`]: what a
+//!   consumer rewrites in each packet; [`demux`]: which peer a datagram is for;
+//!   [`pipe`]: packets passed to other media threads; [`direct`]: in-process sources
+//!   and taps.
+//! - [`codecs`]: codecs matched by identity; [`sdp`]: the few SDP rewrites str0m
+//!   leaves to us.
+//!
+//! Around it, the I/O: [`engine`] (the media threads, driven through [`MediaHandle`]),
+//! [`udp`] (binding, receive with kernel timestamps, sendmmsg with UDP GSO) and
+//! [`latency`] (the forwarding-latency histograms).
 
 pub mod codecs;
+pub mod consumer;
+pub mod demux;
+pub mod direct;
 pub mod engine;
 pub mod latency;
+pub mod peer;
+pub mod pipe;
 pub mod router;
 pub mod sdp;
 pub mod udp;
 
+#[cfg(test)]
+mod tests;
+
 pub use engine::MediaHandle;
+pub use peer::Cause;
 pub use router::{MediaError, MediaEvent, PeerId, Role, SourcePacket, StreamKey};

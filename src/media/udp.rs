@@ -88,8 +88,7 @@ pub fn plan(batch: &[Datagram], gso: bool, messages: &mut Vec<Message>) {
 }
 
 /// What a [`Sender`] has done, for the stats.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SendStats {
     pub datagrams_sent: u64,
     pub messages_sent: u64,

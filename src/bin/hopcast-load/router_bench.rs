@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use hopcast::media::router::{exchange_datagrams, Role, Router, SourcePacket};
+use hopcast::media::direct::exchange_datagrams;
+use hopcast::media::router::{Role, Router, SourcePacket};
 use str0m::media::MediaKind;
 
 const SERVER: &str = "127.0.0.1:40000";

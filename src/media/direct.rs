@@ -1,0 +1,69 @@
+//! Direct producers and consumers, in-process: a stream fed by packets the process
+//! injects itself (the load generator's synthetic publishers, tests), and taps that
+//! receive a copy of every packet of a stream (players in the load generator and tests).
+//! Also the wiring of two routers back to back in memory, for sans-IO tests and the
+//! router benchmark.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::{Codec, CodecConfig, PayloadParams};
+use str0m::media::{MediaKind, Pt};
+use tokio::sync::mpsc;
+
+use super::router::{Router, SourcePacket, StreamKey};
+
+/// Codecs of direct sources: Opus and VP8 with str0m's default payload types.
+pub fn source_codecs() -> Vec<PayloadParams> {
+    let all = CodecConfig::new_with_defaults();
+    [Codec::Opus, Codec::Vp8].iter().filter_map(|c| all.find(|p| p.spec().codec == *c).copied()).collect()
+}
+
+/// Payload type a direct source uses for `kind`.
+pub fn source_pt(kind: MediaKind) -> Pt {
+    source_codecs().iter().find(|p| p.spec().codec.kind() == kind).map(|p| p.pt()).expect("default codecs")
+}
+
+impl SourcePacket {
+    /// A packet of a direct source: one marked frame or audio packet per sequence
+    /// number, timestamps 30 fps / 20 ms apart.
+    pub fn synthetic(kind: MediaKind, seq: u64, payload: impl Into<Arc<[u8]>>, arrival: Instant) -> Self {
+        let clock_step = if kind == MediaKind::Video { 3000 } else { 960 };
+        SourcePacket {
+            kind,
+            pt: source_pt(kind),
+            seq,
+            timestamp: (seq as u32).wrapping_mul(clock_step),
+            marker: true,
+            payload: payload.into(),
+            arrival,
+        }
+    }
+}
+
+impl Router {
+    /// Make `key` a stream fed by [`Router::inject`] with [`source_codecs`].
+    pub fn add_source(&mut self, key: StreamKey) {
+        self.stream_mut(key).codecs = source_codecs();
+    }
+
+    pub fn inject(&mut self, key: StreamKey, packet: &SourcePacket, now: Instant) {
+        self.forward(key, packet);
+        self.release_writes(now);
+    }
+
+    pub fn tap(&mut self, key: StreamKey, tap: mpsc::UnboundedSender<SourcePacket>) {
+        self.stream_mut(key).taps.push(tap);
+    }
+}
+
+/// Deliver every datagram `a` and `b` have queued to the other, at `now`: two routers
+/// wired back to back in memory.
+pub fn exchange_datagrams(a: &mut Router, b: &mut Router, now: Instant) {
+    while let Some(d) = a.poll_transmit() {
+        b.handle_datagram(now, d.source, d.destination, &d.contents);
+    }
+    while let Some(d) = b.poll_transmit() {
+        a.handle_datagram(now, d.source, d.destination, &d.contents);
+    }
+}
