@@ -3,6 +3,7 @@
 //! The sans-IO core, fed bytes and time:
 //! - [`router`]: one media thread's streams: each producer's packets to its consumers,
 //!   keyframe requests upstream.
+//! - [`negotiation`]: answering and making offers, SDP errors in words clients may read.
 //! - [`peer`]: one WebRTC peer (`str0m::Rtc`) and its run loop; [`consumer`]: what a
 //!   consumer rewrites in each packet; [`demux`]: which peer a datagram is for;
 //!   [`pipe`]: packets passed to other media threads; [`direct`]: in-process sources
@@ -20,6 +21,7 @@ pub mod demux;
 pub mod direct;
 pub mod engine;
 pub mod latency;
+pub mod negotiation;
 pub mod peer;
 pub mod pipe;
 pub mod router;

@@ -82,7 +82,7 @@ impl Peer {
             }
         }
         let Offer { sdp, mids, .. } = offer;
-        let answer = rtc.sdp_api().accept_offer(sdp).map_err(super::router::bad_sdp)?;
+        let answer = rtc.sdp_api().accept_offer(sdp).map_err(super::negotiation::bad_sdp)?;
         let answer = unify_msid(&answer.to_sdp_string(), &msid_for(role));
         let mut peer = Peer::new(rtc, role, None, now, connect_timeout);
         peer.mids = mids;
@@ -138,8 +138,8 @@ impl Peer {
     /// The remote's answer to [`Peer::offering`]'s offer.
     pub fn apply_answer(&mut self, answer: &str) -> Result<(), MediaError> {
         let pending = self.pending_offer.take().ok_or(MediaError::UnknownPeer)?;
-        let answer = SdpAnswer::from_sdp_string(answer).map_err(super::router::bad_sdp)?;
-        self.rtc.sdp_api().accept_answer(pending, answer).map_err(super::router::bad_sdp)
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(super::negotiation::bad_sdp)?;
+        self.rtc.sdp_api().accept_answer(pending, answer).map_err(super::negotiation::bad_sdp)
     }
 
     /// Per section: the codecs both sides agreed on, in this peer's numbering.

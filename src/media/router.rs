@@ -17,20 +17,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaKind, Pt};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::Input;
 use tokio::sync::mpsc;
 
-use super::codecs::{self, publish_codecs};
+use super::codecs;
 use super::consumer::ConsumerTrack;
 use super::demux::Demux;
 use super::peer::{Cause, Peer, PeerEvent};
 use super::pipe::{Piped, Pipes};
-use super::sdp::{media_mids, preferred_video_codec, VideoCodec};
+
+pub use super::negotiation::{MediaError, Offer};
 
 pub type PeerId = u64;
 pub type StreamKey = u64;
@@ -42,40 +42,6 @@ pub enum Role {
     Producer(StreamKey),
     /// Stream `key`'s media goes out to this peer.
     Consumer(StreamKey),
-}
-
-/// Why a media request failed, in the media layer's words; the signaling layer turns
-/// these into the protocol's reason texts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaError {
-    BadSdp(String),
-    NoCommonCodecs,
-    StreamNotFound,
-    UnknownPeer,
-    Webrtc(String),
-}
-
-impl std::fmt::Display for MediaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BadSdp(e) => write!(f, "Invalid SDP: {e}"),
-            Self::NoCommonCodecs => f.write_str("no codec of the stream is acceptable to the peer"),
-            Self::StreamNotFound => f.write_str("no such stream"),
-            Self::UnknownPeer => f.write_str("unknown media peer"),
-            Self::Webrtc(e) => write!(f, "WebRTC error: {e}"),
-        }
-    }
-}
-
-/// An SDP error as clients may read it. The parser's own text names positions in our
-/// memory (`PointerOffset(0x7f...)`): it goes to the debug log only.
-pub(super) fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
-    let text = e.to_string();
-    if text.starts_with("SDP parse") || text.contains("0x") {
-        tracing::debug!(error = %text, "unparsable SDP");
-        return MediaError::BadSdp("not a valid session description".into());
-    }
-    MediaError::BadSdp(text)
 }
 
 /// One RTP packet of a stream, in the producer's payload-type numbering: what the
@@ -90,26 +56,6 @@ pub struct SourcePacket {
     pub marker: bool,
     pub payload: Arc<[u8]>,
     pub arrival: Instant,
-}
-
-/// A remote offer, parsed: the costly part of answering, done where it cannot hold up
-/// forwarding (see `MediaHandle::answer`).
-pub struct Offer {
-    pub(super) sdp: SdpOffer,
-    pub(super) mids: Vec<(Mid, MediaKind)>,
-    preferred: Option<VideoCodec>,
-}
-
-impl Offer {
-    pub fn parse(text: &str) -> Result<Offer, MediaError> {
-        let mids = media_mids(text)
-            .into_iter()
-            .map(|(mid, video)| (Mid::from(mid.as_str()), if video { MediaKind::Video } else { MediaKind::Audio }))
-            .collect();
-        let preferred = preferred_video_codec(text);
-        let sdp = SdpOffer::from_sdp_string(text).map_err(bad_sdp)?;
-        Ok(Offer { sdp, mids, preferred })
-    }
 }
 
 /// Something the rest of the server must hear about.
@@ -149,7 +95,7 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
 /// the network, so they need no SipHash (whose cost showed in the profile): a
 /// multiplicative hash spreads them well.
 #[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
+pub(super) struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -165,7 +111,7 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+pub(super) type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
 pub(super) struct Stream {
@@ -184,10 +130,10 @@ pub(super) struct Stream {
 
 pub struct Router {
     /// Advertised addresses of the shared server socket(s).
-    shared_addrs: Vec<SocketAddr>,
-    dtls_cert: DtlsCert,
-    connect_timeout: Duration,
-    peers: IdMap<Peer>,
+    pub(super) shared_addrs: Vec<SocketAddr>,
+    pub(super) dtls_cert: DtlsCert,
+    pub(super) connect_timeout: Duration,
+    pub(super) peers: IdMap<Peer>,
     demux: Demux,
     streams: IdMap<Stream>,
     transmits: VecDeque<Datagram>,
@@ -242,60 +188,6 @@ impl Router {
         RouterStats { peers: self.peers.len(), streams, ..self.stats }
     }
 
-    // ---- negotiation -------------------------------------------------------------
-
-    /// Answer a browser's offer as an ICE-lite server peer on the shared socket(s).
-    pub fn answer(&mut self, id: PeerId, role: Role, offer: &str, now: Instant) -> Result<String, MediaError> {
-        self.answer_parsed(id, role, Offer::parse(offer)?, now)
-    }
-
-    /// [`Router::answer`] for an offer parsed beforehand (off the media thread).
-    pub fn answer_parsed(&mut self, id: PeerId, role: Role, offer: Offer, now: Instant) -> Result<String, MediaError> {
-        let codecs = match role {
-            Role::Producer(_) => publish_codecs(offer.preferred),
-            Role::Consumer(key) => self.consumer_codecs(key)?,
-        };
-        let (peer, answer) =
-            Peer::answering(role, offer, codecs, &self.dtls_cert, &self.shared_addrs, now, self.connect_timeout)?;
-        self.insert_peer(id, peer);
-        self.finish_negotiation(id, now)?;
-        Ok(answer)
-    }
-
-    /// Make an offer as a full-ICE client peer bound to the dedicated address `local`.
-    pub fn offer(&mut self, id: PeerId, role: Role, local: SocketAddr, now: Instant) -> Result<String, MediaError> {
-        let codecs = match role {
-            Role::Producer(_) => publish_codecs(None),
-            Role::Consumer(key) => self.consumer_codecs(key)?,
-        };
-        self.offer_codecs(id, role, local, codecs, now)
-    }
-
-    /// [`Router::offer`] with the given codecs, in the given numbering.
-    pub(super) fn offer_codecs(
-        &mut self,
-        id: PeerId,
-        role: Role,
-        local: SocketAddr,
-        codecs: Vec<PayloadParams>,
-        now: Instant,
-    ) -> Result<String, MediaError> {
-        let (peer, offer) = Peer::offering(role, codecs, &self.dtls_cert, local, now, self.connect_timeout)?;
-        self.insert_peer(id, peer);
-        self.drain(id, now);
-        Ok(offer)
-    }
-
-    /// Apply the remote answer to an offer made by [`Router::offer`].
-    pub fn apply_answer(&mut self, id: PeerId, answer: &str, now: Instant) -> Result<(), MediaError> {
-        let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer)?;
-        if let Err(e) = peer.apply_answer(answer) {
-            self.remove_peer(id, false, now);
-            return Err(e);
-        }
-        self.finish_negotiation(id, now)
-    }
-
     /// The codecs consumers of `key` can be offered: the producer's, once negotiated,
     /// free to take each consumer's payload type numbers.
     pub fn consumer_codecs(&self, key: StreamKey) -> Result<Vec<PayloadParams>, MediaError> {
@@ -313,7 +205,7 @@ impl Router {
         peer.tracks.iter().find(|t| t.kind == kind).map(|t| t.pt_map.clone())
     }
 
-    fn insert_peer(&mut self, id: PeerId, peer: Peer) {
+    pub(super) fn insert_peer(&mut self, id: PeerId, peer: Peer) {
         match peer.dedicated {
             Some(local) => self.demux.add_dedicated(local, id),
             None => self.demux.add_shared(peer.ufrag.clone(), id),
@@ -327,7 +219,7 @@ impl Router {
 
     /// After the SDP exchange: learn the producer's codecs, or map the consumer's
     /// payload types, and refuse a consumer that can take none of the stream's codecs.
-    fn finish_negotiation(&mut self, id: PeerId, now: Instant) -> Result<(), MediaError> {
+    pub(super) fn finish_negotiation(&mut self, id: PeerId, now: Instant) -> Result<(), MediaError> {
         self.drain(id, now);
         let Some(peer) = self.peers.get_mut(&id) else { return Err(MediaError::UnknownPeer) };
         let negotiated = peer.negotiated();
@@ -546,7 +438,7 @@ impl Router {
     // ---- acting on what peers did ------------------------------------------------
 
     /// Poll one peer until it has nothing more to say, then act on what it did.
-    fn drain(&mut self, id: PeerId, now: Instant) {
+    pub(super) fn drain(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
         let mut events = std::mem::take(&mut self.scratch);
         peer.poll(&mut self.transmits, &mut events);
