@@ -16,42 +16,134 @@ use crate::registry::{self, Effect, OutboxReceiver, Registry, StreamFilter};
 
 pub struct Hub {
     registry: Mutex<Registry>,
-    pub media: MediaHandle,
+    media: MediaHandle,
     limits: Limits,
-    pub refused: Refusals,
+    refused: [AtomicU64; Refusal::ALL.len()],
     /// Open TCP connections, by the listeners' caps.
-    pub connections: Arc<Connections>,
+    connections: Arc<Connections>,
 }
 
-/// Requests refused by a limit, by kind (`/rest-api/stats`).
-#[derive(Default)]
-pub struct Refusals {
-    pub sdp: AtomicU64,
-    pub names: AtomicU64,
-    pub connection_data: AtomicU64,
-    pub connecting: AtomicU64,
-    pub slow_readers: AtomicU64,
-    pub handshakes: AtomicU64,
-    pub relays: AtomicU64,
+/// A request refused by a limit (README "Limits"), counted for `/rest-api/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Sdp,
+    Names,
+    ConnectionData,
+    Connecting,
+    SlowReaders,
+    Handshakes,
+    Relays,
 }
 
-impl Refusals {
-    pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Refusal::Sdp,
+        Refusal::Names,
+        Refusal::ConnectionData,
+        Refusal::Connecting,
+        Refusal::SlowReaders,
+        Refusal::Handshakes,
+        Refusal::Relays,
+    ];
 }
+
+/// What the server holds and has refused, for `/rest-api/stats`.
+pub struct Counts {
+    pub sessions: usize,
+    pub streams: usize,
+    pub connections: usize,
+    pub refused_connections: u64,
+    /// Per [`Refusal::ALL`].
+    pub refused: [u64; Refusal::ALL.len()],
+}
+
+/// A session as listings show it: no client data beyond what WCS shows.
+pub struct SessionListing {
+    pub id: String,
+    pub remote: String,
+    pub established: bool,
+    /// The listed fields of the client's `connection` data.
+    pub client: Map<String, Value>,
+}
+
+/// Fields of a client's `connection` data that listings show; the rest (its `custom`
+/// object, tokens) is the client's own business and its backend's.
+const LISTED_CONNECTION_FIELDS: [&str; 5] =
+    ["appKey", "clientVersion", "clientOSVersion", "clientBrowserVersion", "mediaProviders"];
 
 impl Hub {
     pub fn new(media: MediaHandle, limits: Limits, connections: Arc<Connections>) -> Arc<Self> {
         let registry = Mutex::new(Registry::new(limits.connecting_per_ip));
-        Arc::new(Hub { registry, media, limits, refused: Refusals::default(), connections })
+        Arc::new(Hub { registry, media, limits, refused: Default::default(), connections })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+    /// The media engine, for relay agents: their client peers live in this server's
+    /// media threads, beside the peers of the streams they carry.
+    pub fn media(&self) -> &MediaHandle {
+        &self.media
+    }
+
+    pub fn count_refusal(&self, what: Refusal) {
+        self.refused[what as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> Counts {
+        let (sessions, streams) = {
+            let registry = self.registry();
+            (registry.sessions().count(), registry.find(&StreamFilter::default()).len())
+        };
+        Counts {
+            sessions,
+            streams,
+            connections: self.connections.open(),
+            refused_connections: self.connections.refused(),
+            refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Every session, for `/connection/find_all`, sorted by id.
+    pub fn sessions(&self) -> Vec<SessionListing> {
+        let mut list: Vec<SessionListing> = self
+            .registry()
+            .sessions()
+            .map(|s| SessionListing {
+                id: s.id.clone(),
+                remote: s.remote.clone(),
+                established: s.established,
+                client: LISTED_CONNECTION_FIELDS
+                    .iter()
+                    .filter_map(|f| Some((f.to_string(), s.user_data.get(*f)?.clone())))
+                    .collect(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Queue a message for a session's client.
+    pub fn send(&self, session: &str, message: ServerMessage) {
+        self.registry().send(session, message);
+    }
+
+    /// A `fail` warning to a session's client.
+    pub fn warn(&self, session: &str, text: impl Into<String>) {
+        self.send(session, ServerMessage::Fail(Fail::warning(text)));
+    }
+
+    pub fn is_established(&self, session: &str) -> bool {
+        self.registry().session(session).is_some_and(|s| s.established)
+    }
+
+    /// Whether a stream of this name is published here.
+    pub fn is_published(&self, name: &str) -> bool {
+        self.registry().published(name).is_some()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock must not take the whole server down with it.
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -78,7 +170,7 @@ impl Hub {
     pub fn establish(&self, session: &str, mut data: Map<String, Value>) {
         let size = serde_json::to_string(&data).map_or(usize::MAX, |t| t.len());
         if size > self.limits.custom_size {
-            Refusals::count(&self.refused.connection_data);
+            self.count_refusal(Refusal::ConnectionData);
             let why = format!("Connection data too large: {size} bytes (limit {})", self.limits.custom_size);
             let registry = self.registry();
             registry.send(session, ServerMessage::Fail(Fail::warning(why.clone())));
@@ -139,9 +231,9 @@ impl Hub {
         self.apply(effects);
     }
 
-    fn count_refusal(&self, why: &str) {
+    fn count_registry_refusal(&self, why: &str) {
         if why == registry::TOO_MANY_PENDING || why == registry::TOO_MANY_PENDING_FROM_ADDRESS {
-            Refusals::count(&self.refused.connecting);
+            self.count_refusal(Refusal::Connecting);
         }
     }
 
@@ -156,19 +248,19 @@ impl Hub {
     fn check_request(&self, req: &StreamRequest) -> Result<(), String> {
         let limits = &self.limits;
         if req.name.len() > limits.name_length || req.media_session_id.len() > limits.name_length {
-            Refusals::count(&self.refused.names);
+            self.count_refusal(Refusal::Names);
             return Err(format!(
                 "Failed by error: stream name or mediaSessionId too long (limit {} bytes)",
                 limits.name_length
             ));
         }
         if req.sdp.len() > limits.sdp_size {
-            Refusals::count(&self.refused.sdp);
+            self.count_refusal(Refusal::Sdp);
             return Err(format!("Invalid SDP: {} bytes (limit {})", req.sdp.len(), limits.sdp_size));
         }
         let lines = req.sdp.lines().count();
         if lines > limits.sdp_lines {
-            Refusals::count(&self.refused.sdp);
+            self.count_refusal(Refusal::Sdp);
             return Err(format!("Invalid SDP: {lines} lines (limit {})", limits.sdp_lines));
         }
         Ok(())
@@ -182,7 +274,7 @@ impl Hub {
         let (peer, key) = (self.media.next_id(), self.media.next_id());
         let registered = self.registry().begin_publish(session, &req, peer, key);
         if let Err(why) = registered {
-            self.count_refusal(why);
+            self.count_registry_refusal(why);
             return self.refuse(session, &req, true, why);
         }
         tracing::info!(session, stream = %req.name, media_session = %req.media_session_id, "publish");
@@ -200,7 +292,7 @@ impl Hub {
         let key = match registered {
             Ok(key) => key,
             Err(why) => {
-                self.count_refusal(why);
+                self.count_registry_refusal(why);
                 return self.refuse(session, &req, false, why);
             }
         };

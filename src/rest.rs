@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Refusal};
 use crate::media::latency::LatencySnapshot;
 use crate::registry::StreamFilter;
 use crate::relay::{Direction, RelayError, RelayFilter, RelayManager, RelayRequest};
@@ -165,30 +165,18 @@ async fn stream_terminate(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult
     Ok(StatusCode::OK.into_response())
 }
 
-/// Fields of a client's `connection` data that listings show; the rest (its `custom`
-/// object, tokens) is the client's own business and its backend's.
-const LISTED_CONNECTION_FIELDS: [&str; 5] =
-    ["appKey", "clientVersion", "clientOSVersion", "clientBrowserVersion", "mediaProviders"];
-
 async fn connection_find_all(State(hub): State<Arc<Hub>>) -> ApiResult {
-    let registry = hub.registry();
-    let mut list: Vec<Value> = registry
+    let list: Vec<Value> = hub
         .sessions()
+        .into_iter()
         .map(|s| {
-            let mut obj = serde_json::Map::new();
-            obj.insert("sessionId".into(), s.id.clone().into());
-            for field in LISTED_CONNECTION_FIELDS {
-                if let Some(v) = s.user_data.get(field) {
-                    obj.insert(field.into(), v.clone());
-                }
-            }
-            obj.insert("remoteAddress".into(), s.remote.clone().into());
+            let mut obj = s.client;
+            obj.insert("sessionId".into(), s.id.into());
+            obj.insert("remoteAddress".into(), s.remote.into());
             obj.insert("established".into(), s.established.into());
             Value::Object(obj)
         })
         .collect();
-    drop(registry);
-    list.sort_by(|a, b| a["sessionId"].as_str().cmp(&b["sessionId"].as_str()));
     found(list, "connections")
 }
 
@@ -291,28 +279,24 @@ struct MediaFigures {
 }
 
 async fn stats(State((hub, relays)): State<(Arc<Hub>, Arc<RelayManager>)>) -> ApiResult {
-    let media = hub.media.stats().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let (sessions, streams) = {
-        let registry = hub.registry();
-        (registry.sessions().count(), registry.find(&StreamFilter::default()).len())
-    };
-    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let r = &hub.refused;
+    let media = hub.media().stats().await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let counts = hub.counts();
+    let refused = |what: Refusal| counts.refused[what as usize];
     let (router, sent) = (media.router, media.sent);
     Ok(Json(Stats {
-        sessions,
-        streams,
+        sessions: counts.sessions,
+        streams: counts.streams,
         relays: relays.find(&RelayFilter::default()).len(),
-        connections: hub.connections.open(),
+        connections: counts.connections,
         refused: Refused {
-            connections: hub.connections.refused(),
-            handshakes: count(&r.handshakes),
-            slow_readers: count(&r.slow_readers),
-            sdp: count(&r.sdp),
-            names: count(&r.names),
-            connection_data: count(&r.connection_data),
-            connecting: count(&r.connecting),
-            relays: count(&r.relays),
+            connections: counts.refused_connections,
+            handshakes: refused(Refusal::Handshakes),
+            slow_readers: refused(Refusal::SlowReaders),
+            sdp: refused(Refusal::Sdp),
+            names: refused(Refusal::Names),
+            connection_data: refused(Refusal::ConnectionData),
+            connecting: refused(Refusal::Connecting),
+            relays: refused(Refusal::Relays),
         },
         media: MediaFigures {
             threads: media.threads,

@@ -13,9 +13,9 @@ use axum::Router;
 use tracing::Instrument;
 
 use crate::config::KeepAlive;
-use crate::hub::{Hub, Refusals};
+use crate::hub::{Hub, Refusal};
 use crate::listener::RemoteAddr;
-use crate::protocol::{ClientMessage, Fail, ServerMessage};
+use crate::protocol::{ClientMessage, ServerMessage};
 use crate::registry::{Outbound, OutboxReceiver, OUTBOX_OVERFLOW};
 
 #[derive(Clone)]
@@ -67,14 +67,14 @@ async fn serve_connection(state: SignalingState, mut socket: WebSocket, session:
                     missed = 0;
                     if text.len() > state.max_message_size {
                         let warning = format!("Message too large: {} bytes (limit {})", text.len(), state.max_message_size);
-                        hub.registry().send(&session, ServerMessage::Fail(Fail::warning(warning)));
+                        hub.warn(&session, warning);
                         continue;
                     }
                     handle_text(&hub, &session, text.as_str()).await;
-                    established = established || hub.registry().session(&session).is_some_and(|s| s.established);
+                    established = established || hub.is_established(&session);
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    hub.registry().send(&session, ServerMessage::Fail(Fail::warning("Binary frames are not supported")));
+                    hub.warn(&session, "Binary frames are not supported");
                 }
                 Some(Ok(Message::Close(_))) | None => break ("closed by client".into(), Some(close_frame(1000, ""))),
                 Some(Ok(_)) => missed = 0,
@@ -93,14 +93,14 @@ async fn serve_connection(state: SignalingState, mut socket: WebSocket, session:
                 Some(Outbound::Close(why)) => {
                     let code = if why == OUTBOX_OVERFLOW { CLOSE_POLICY } else { 1000 };
                     if code == CLOSE_POLICY {
-                        Refusals::count(&hub.refused.slow_readers);
+                        hub.count_refusal(Refusal::SlowReaders);
                     }
                     break (why.clone(), Some(close_frame(code, &why)));
                 }
                 None => break ("session removed".into(), Some(close_frame(1000, ""))),
             },
             _ = &mut handshake, if !established => {
-                Refusals::count(&hub.refused.handshakes);
+                hub.count_refusal(Refusal::Handshakes);
                 break ("no connection message in time".into(), Some(close_frame(CLOSE_POLICY, "no connection message in time")));
             }
             _ = ping.tick(), if state.keep_alive.is_some() => {
@@ -139,7 +139,7 @@ async fn send(hub: &Hub, socket: &mut WebSocket, message: Message, stall: Durati
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("send failed"),
         Err(_) => {
-            Refusals::count(&hub.refused.slow_readers);
+            hub.count_refusal(Refusal::SlowReaders);
             Err("send stalled: the client does not read")
         }
     }
@@ -150,7 +150,7 @@ async fn handle_text(hub: &Hub, session: &str, text: &str) {
         Ok(m) => m,
         Err(e) => {
             tracing::debug!(error = %e, "bad client message");
-            hub.registry().send(session, ServerMessage::Fail(Fail::warning(e.to_string())));
+            hub.warn(session, e.to_string());
             return;
         }
     };
@@ -159,7 +159,7 @@ async fn handle_text(hub: &Hub, session: &str, text: &str) {
         ClientMessage::PublishStream(req) => hub.publish(session, req).await,
         ClientMessage::PlayStream(req) => hub.play(session, req).await,
         ClientMessage::UnPublishStream(r) | ClientMessage::StopStream(r) => hub.stop(session, &r.media_session_id),
-        ClientMessage::Ping => hub.registry().send(session, ServerMessage::Pong),
+        ClientMessage::Ping => hub.send(session, ServerMessage::Pong),
         ClientMessage::Pong => {}
     }
 }

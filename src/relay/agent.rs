@@ -142,7 +142,7 @@ impl Agent {
         };
 
         // The local side: a registered stream around a fresh media peer.
-        let media = self.hub.media.clone();
+        let media = self.hub.media().clone();
         let peer: PeerId = media.next_id();
         let local_id = info.local_media_session_id.clone();
         let (role, local) = match info.direction {

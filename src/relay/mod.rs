@@ -204,7 +204,7 @@ impl RelayManager {
             list.retain(|r| r.is_running() || r.info().status != StreamStatus::Failed);
             let infos: Vec<RelayInfo> = list.iter().map(|r| r.info()).collect();
             let limit = |what: String| {
-                crate::hub::Refusals::count(&self.hub.refused.relays);
+                self.hub.count_refusal(crate::hub::Refusal::Relays);
                 Err(RelayError::Limit(what))
             };
             if infos.len() >= limits.relays {
@@ -217,7 +217,7 @@ impl RelayManager {
             }
             match direction {
                 Direction::Push => {
-                    if self.hub.registry().published(&local).is_none() {
+                    if !self.hub.is_published(&local) {
                         return Err(RelayError::NotFound(format!("Stream not found: '{local}' is not published here")));
                     }
                     if infos
@@ -229,7 +229,7 @@ impl RelayManager {
                 }
                 Direction::Pull => {
                     let pulled = infos.iter().any(|i| i.direction == Direction::Pull && i.local_stream_name == local);
-                    if pulled || self.hub.registry().published(&local).is_some() {
+                    if pulled || self.hub.is_published(&local) {
                         return Err(RelayError::Conflict(format!("Stream name '{local}' is already in use here")));
                     }
                 }
