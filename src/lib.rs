@@ -19,8 +19,8 @@ pub mod registry;
 pub mod relay;
 pub mod rest;
 pub mod server;
-pub mod server_process;
 pub mod signaling;
-pub mod synthetic;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod tls;
 pub mod web;

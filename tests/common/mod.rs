@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hopcast::client::SignalingClient;
-use hopcast::media::engine;
 use hopcast::media::{MediaEvent, MediaHandle, SourcePacket, StreamKey};
-use hopcast::server_process::{ServerProcess, ANY_PORTS};
+use hopcast::testkit::process::{ServerProcess, ANY_PORTS};
+use hopcast::testkit::stamp::{read_intact, stamped_packet};
 use str0m::media::MediaKind;
 use tokio::sync::mpsc;
 
@@ -39,18 +39,10 @@ impl Server {
 
     pub fn start_with_ports(ports: &[&str], extra: &[&str]) -> Server {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("server-logs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("hopcast-{}-{}.log", std::process::id(), unique()));
         let args: Vec<&str> = ports.iter().chain(extra).copied().collect();
         let binary = PathBuf::from(env!("CARGO_BIN_EXE_hopcast"));
-        Server(ServerProcess::start(&binary, &args, log, "hopcast=debug,info").unwrap())
+        Server(ServerProcess::start_in(&binary, &args, &dir, "hopcast=debug,info").unwrap())
     }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The client side: a media engine of our own (like a relay agent or load generator).
@@ -60,7 +52,7 @@ pub struct ClientMedia {
 }
 
 pub fn client_media() -> ClientMedia {
-    let (media, events) = engine::start(&[(LOOPBACK, LOOPBACK)], 0..=0, engine::Options::default()).unwrap();
+    let (media, events) = hopcast::testkit::client_media();
     ClientMedia { media, events }
 }
 
@@ -68,19 +60,8 @@ pub async fn connect(server: &Server) -> Arc<SignalingClient> {
     SignalingClient::connect(&server.ws_url(), None).await.expect("connect")
 }
 
-/// A recognisable payload: kind marker, sequence number, then a byte pattern.
-pub fn payload(kind: MediaKind, seq: u64, len: usize) -> Vec<u8> {
-    let mut p = Vec::with_capacity(len);
-    p.push(if kind == MediaKind::Video { b'V' } else { b'A' });
-    p.extend_from_slice(&seq.to_be_bytes());
-    while p.len() < len {
-        p.push((p.len() as u64 ^ seq) as u8);
-    }
-    p
-}
-
 pub fn packet(kind: MediaKind, seq: u64, len: usize) -> SourcePacket {
-    SourcePacket::synthetic(kind, seq, payload(kind, seq, len), Instant::now())
+    stamped_packet(kind, seq, len, Instant::now())
 }
 
 /// Inject `count` video and audio packets, 2 ms apart.
@@ -102,16 +83,13 @@ pub async fn collect(tap: &mut mpsc::UnboundedReceiver<SourcePacket>, within: Du
     got
 }
 
-/// Check received packets against what `payload` made; returns (video, audio) counts.
+/// Check received packets' stamps and bytes; returns (video, audio) counts.
 pub fn verify_intact(got: &[SourcePacket]) -> (usize, usize) {
     let (mut video, mut audio) = (0, 0);
     for p in got {
-        let kind = if p.payload[0] == b'V' { MediaKind::Video } else { MediaKind::Audio };
-        assert_eq!(kind, p.kind, "packet arrived on the wrong track");
-        let seq = u64::from_be_bytes(p.payload[1..9].try_into().unwrap());
-        let len = if kind == MediaKind::Video { 1000 } else { 120 };
-        assert_eq!(&p.payload[..], &payload(kind, seq, len)[..], "payload bytes changed in transit");
-        if kind == MediaKind::Video {
+        let stamp = read_intact(&p.payload).expect("payload bytes changed in transit");
+        assert_eq!(stamp.kind, p.kind, "packet arrived on the wrong track");
+        if stamp.kind == MediaKind::Video {
             video += 1
         } else {
             audio += 1
@@ -122,7 +100,7 @@ pub fn verify_intact(got: &[SourcePacket]) -> (usize, usize) {
 
 /// Minimal HTTP/1.1 request: returns (status, body).
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let (status, body) = hopcast::server_process::http_request(port, method, path, body);
+    let (status, body) = hopcast::testkit::process::http_request(port, method, path, body);
     assert_ne!(status, 0, "HTTP request failed: {body}");
     (status, body)
 }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hopcast::client::{ClientStream, SignalingClient};
-use hopcast::media::{engine, MediaEvent, MediaHandle};
+use hopcast::media::{MediaEvent, MediaHandle};
 use hopcast::protocol::StreamStatus;
-use hopcast::server_process::{ServerProcess, ANY_PORTS};
-use hopcast::synthetic::{read_stamp, SyntheticSource};
+use hopcast::testkit::process::{ServerProcess, ANY_PORTS};
+use hopcast::testkit::stamp::read_stamp;
+use hopcast::testkit::synthetic::SyntheticSource;
 use str0m::media::MediaKind;
 use tokio::sync::{mpsc, watch};
 
@@ -30,13 +31,9 @@ pub fn start_server(extra: &[&str]) -> ServerProcess {
 
 pub fn start_server_on(ports: &[&str], extra: &[&str]) -> ServerProcess {
     let dir = std::env::temp_dir().join("hopcast-load");
-    std::fs::create_dir_all(&dir).expect("log dir");
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
     let settings = SERVER_SETTINGS.get().into_iter().flatten().flat_map(|s| ["--set", s.as_str()]);
     let args: Vec<&str> = ports.iter().chain(extra).copied().chain(settings).collect();
-    ServerProcess::start(&server_binary(), &args, log, "warn").unwrap_or_else(|e| {
+    ServerProcess::start_in(&server_binary(), &args, &dir, "warn").unwrap_or_else(|e| {
         eprintln!("hopcast-load: {e}");
         std::process::exit(1)
     })
@@ -51,9 +48,7 @@ pub struct Client {
 
 impl Client {
     pub fn new() -> Self {
-        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
-        let (media, events) =
-            engine::start(&[(lo, lo)], 0..=0, engine::Options::default()).expect("client media engine");
+        let (media, events) = hopcast::testkit::client_media();
         Client { media, epoch: Instant::now(), events: Some(events) }
     }
 

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 
 use hopcast::media::latency::Histogram;
-use hopcast::server_process::latency_in;
+use hopcast::testkit::process::latency_in;
 
 use crate::baseline;
 use crate::common::*;

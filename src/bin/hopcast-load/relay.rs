@@ -6,14 +6,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hopcast::media::latency::Histogram;
-use hopcast::server_process::latency_in;
+use hopcast::testkit::process::latency_in;
 use tokio::sync::watch;
 
 use crate::common::*;
 
 const FAST: [&str; 2] = ["--set", "relay.reconnect_max_ms=500"];
 
-fn push(from: &hopcast::server_process::ServerProcess, to_url: &str, local: &str, remote: &str) {
+fn push(from: &hopcast::testkit::process::ServerProcess, to_url: &str, local: &str, remote: &str) {
     let body = format!(r#"{{"uri":"{to_url}","localStreamName":"{local}","remoteStreamName":"{remote}"}}"#);
     let (code, answer) = from.rest("pull/push", &body);
     assert_eq!(code, 200, "relay failed: {answer}");
@@ -217,5 +217,5 @@ fn added_by_hop(before: &[(u64, u32)], after: &[(u64, u32)]) -> HopDelay {
 
 /// (time runnable but waiting for a CPU, times scheduled) of a server's media thread.
 fn media_thread_wait(pid: u32) -> (Duration, u64) {
-    hopcast::server_process::thread_schedstat(pid, "hopcast-media").map(|(_, w, n)| (w, n)).unwrap_or_default()
+    hopcast::testkit::process::thread_schedstat(pid, "hopcast-media").map(|(_, w, n)| (w, n)).unwrap_or_default()
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hopcast::media::direct::exchange_datagrams;
 use hopcast::media::router::{Role, Router, SourcePacket};
+use hopcast::testkit::stamp::stamped_packet;
 use str0m::media::MediaKind;
 
 const SERVER: &str = "127.0.0.1:40000";
@@ -25,8 +26,7 @@ fn pump(client: &mut Router, server: &mut Router, now: &mut Instant) {
 }
 
 fn packet(kind: MediaKind, seq: u64, now: Instant) -> SourcePacket {
-    let len = if kind == MediaKind::Video { 1100 } else { 120 };
-    SourcePacket::synthetic(kind, seq, vec![seq as u8; len], now)
+    stamped_packet(kind, seq, if kind == MediaKind::Video { 1100 } else { 120 }, now)
 }
 
 /// (forwarded packets, time spent in the server router).

@@ -1,4 +1,4 @@
-//! Synthetic media for the load generator and demos: a source that emits 30 fps video
+//! Synthetic media for the load generator, tests and demos: a source that emits 30 fps video
 //! at a set bitrate (frames split into packets of at most 1,200 bytes, a keyframe
 //! every 2 s or on request) and 50 packets/s of audio. Every payload starts with a
 //! stamp (kind, sequence, send time) so receivers measure loss and one-way delay exactly.
@@ -8,51 +8,12 @@ use std::time::{Duration, Instant};
 
 use str0m::media::MediaKind;
 
+use super::stamp::{stamp, STAMP};
 use crate::media::{MediaHandle, SourcePacket, StreamKey};
 
 pub const MAX_PAYLOAD: usize = 1200;
-const STAMP: usize = 1 + 8 + 8;
 const FPS: u32 = 30;
 const AUDIO_BYTES: usize = 120;
-
-/// What a receiver reads back from a stamped payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    pub kind: MediaKind,
-    /// A packet of a keyframe.
-    pub keyframe: bool,
-    pub seq: u64,
-    /// Nanoseconds since the source's `epoch`.
-    pub sent_ns: u64,
-}
-
-pub fn stamp(kind: MediaKind, keyframe: bool, seq: u64, sent_ns: u64, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len.max(STAMP)];
-    p[0] = match (kind, keyframe) {
-        (MediaKind::Video, true) => b'K',
-        (MediaKind::Video, false) => b'V',
-        _ => b'A',
-    };
-    p[1..9].copy_from_slice(&seq.to_be_bytes());
-    p[9..17].copy_from_slice(&sent_ns.to_be_bytes());
-    for (i, b) in p[STAMP..].iter_mut().enumerate() {
-        *b = (i as u64 ^ seq) as u8;
-    }
-    p
-}
-
-pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
-    let (kind, keyframe) = match payload.first()? {
-        b'K' => (MediaKind::Video, true),
-        b'V' => (MediaKind::Video, false),
-        b'A' => (MediaKind::Audio, false),
-        _ => return None,
-    };
-    let seq = u64::from_be_bytes(payload.get(1..9)?.try_into().ok()?);
-    let sent_ns = u64::from_be_bytes(payload.get(9..17)?.try_into().ok()?);
-    Some(Stamp { kind, keyframe, seq, sent_ns })
-}
-
 /// A paced synthetic stream injected into a local stream key.
 pub struct SyntheticSource {
     pub key: StreamKey,
@@ -129,18 +90,5 @@ impl SyntheticSource {
     /// (video packets, audio packets) sent so far.
     pub fn sent(&self) -> (u64, u64) {
         (self.video_seq - 1, self.audio_seq - 1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamps_round_trip() {
-        let p = stamp(MediaKind::Video, true, 42, 123_456, 1200);
-        assert_eq!(p.len(), 1200);
-        assert_eq!(read_stamp(&p), Some(Stamp { kind: MediaKind::Video, keyframe: true, seq: 42, sent_ns: 123_456 }));
-        assert_eq!(read_stamp(b"xyz"), None);
     }
 }

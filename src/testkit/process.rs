@@ -24,6 +24,16 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// [`ServerProcess::start`] logging to a new file in `log_dir`, named by this
+    /// process's id and a counter (parallel tests and scenarios each get their own).
+    pub fn start_in(binary: &Path, args: &[&str], log_dir: &Path, rust_log: &str) -> Result<Self, String> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::fs::create_dir_all(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+        let log = log_dir.join(format!("hopcast-{}-{n}.log", std::process::id()));
+        Self::start(binary, args, log, rust_log)
+    }
+
     /// Start `binary` with `args` (plus `--ip 127.0.0.1`), logging to `log`.
     pub fn start(binary: &Path, args: &[&str], log: PathBuf, rust_log: &str) -> Result<Self, String> {
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
