@@ -1,26 +1,30 @@
 //! hopcast: a WebRTC media server, wire-compatible with the streaming core of
 //! Flashphoner Web Call Server (WCS).
 //!
-//! Data flows like this: a browser (or a relay agent) speaks the WCS signaling protocol
-//! ([`protocol`]) over WebSocket to [`signaling`], which keeps sessions and streams in
-//! [`registry`] and asks [`media`] for WebRTC peers. [`media`] runs one thread that owns
-//! the UDP socket and forwards RTP from each stream's producer to its consumers. The
-//! REST API ([`rest`]) reads and changes the registry. [`listener`] admits TCP
-//! connections (caps, deadlines) for both. [`client`] is the other side of
-//! the same protocol, used by relay agents ([`relay`]), tests and the load generator.
+//! The pipeline, outside in:
+//! - [`net`]: TCP connections admitted under caps and deadlines, TLS.
+//! - [`wcs`]: the WCS protocol ([`wcs::protocol`]) and its faces: the WebSocket
+//!   signaling server, the REST API, and the client side of the same protocol.
+//! - [`state`]: sessions and streams ([`state::registry`], pure state) behind one door,
+//!   the [`state::hub::Hub`]: every use case (publish, play, stop, terminate) goes
+//!   through it, whoever drives it.
+//! - [`media`]: the media threads: a sans-IO router per thread forwards each stream's
+//!   packets from its producer to its consumers over real WebRTC (str0m).
+//! - [`relay`]: relay agents, clients of the same protocol that carry streams between
+//!   servers (room for the cluster and WHIP/WHEP beside it).
+//! - [`config`], [`web`] (the built-in pages), and [`server`], which wires it all and
+//!   carries the stop signal.
+//!
+//! [`testkit`] (feature `testkit`) holds the tooling of the tests and the load
+//! generator, out of the server.
 
-pub mod client;
 pub mod config;
-pub mod hub;
-pub mod listener;
 pub mod media;
-pub mod protocol;
-pub mod registry;
+pub mod net;
 pub mod relay;
-pub mod rest;
 pub mod server;
-pub mod signaling;
+pub mod state;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
-pub mod tls;
+pub mod wcs;
 pub mod web;

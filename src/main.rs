@@ -108,6 +108,7 @@ fn main() -> ExitCode {
                 );
                 shutdown_signal().await;
                 tracing::info!("stopping");
+                server.stop(std::time::Duration::from_secs(2)).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -7,14 +7,19 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::listener::{self, Connections, LimitedListener};
 use crate::media::engine;
+use crate::net::listener::{self, Connections, LimitedListener};
+use crate::net::shutdown::Shutdown;
+use crate::net::tls;
 use crate::relay::{AgentConfig, RelayManager};
-use crate::signaling::{self, SignalingState};
-use crate::{rest, tls, web};
+use crate::state::hub::Hub;
+use crate::wcs::rest;
+use crate::wcs::signaling::{self, SignalingState};
+use crate::web;
 
 pub struct RunningServer {
+    /// Stops the listeners and sessions (see [`RunningServer::stop`]).
+    shutdown: Shutdown,
     pub ws: SocketAddr,
     pub wss: SocketAddr,
     pub http: SocketAddr,
@@ -25,6 +30,12 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Stop accepting, close every session (their streams end, their clients hear it)
+    /// and wait up to `grace` for the tasks to finish.
+    pub async fn stop(self, grace: std::time::Duration) {
+        self.shutdown.stop(grace).await;
+    }
+
     /// One line that tools and tests read to learn the ports.
     pub fn ready_line(&self) -> String {
         let media: Vec<String> = self.media.iter().map(|a| a.to_string()).collect();
@@ -74,10 +85,12 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     });
 
     let tls = tls::server_config(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let shutdown = Shutdown::default();
     let signaling = signaling::routes(SignalingState {
         hub: hub.clone(),
         keep_alive: config.keep_alive,
         max_message_size: config.max_message_size,
+        stop: shutdown.signal(),
     });
     let agent = AgentConfig {
         ssl: config.agent_ssl,
@@ -100,6 +113,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         media: media_addrs,
         hub,
         relays,
+        shutdown,
     };
     let web = web::WebState::new(
         config.web_dir.clone(),
@@ -112,10 +126,12 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     let limited = |tcp| LimitedListener::new(tcp, connections.clone());
     let wss = tls::TlsListener::new(limited(wss), tls.clone(), limits.handshake_timeout).map_err(|e| e.to_string())?;
     let https = tls::TlsListener::new(limited(https), tls, limits.handshake_timeout).map_err(|e| e.to_string())?;
-    listener::serve(limited(ws), signaling.clone(), limits.handshake_timeout);
-    listener::serve(wss, signaling, limits.handshake_timeout);
-    listener::serve(limited(http), api.clone(), limits.handshake_timeout);
-    listener::serve(https, api, limits.handshake_timeout);
+    let timeout = limits.handshake_timeout;
+    let stop = || server.shutdown.signal();
+    listener::serve(limited(ws), signaling.clone(), timeout, stop());
+    listener::serve(wss, signaling, timeout, stop());
+    listener::serve(limited(http), api.clone(), timeout, stop());
+    listener::serve(https, api, timeout, stop());
     Ok(server)
 }
 

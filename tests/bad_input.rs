@@ -9,12 +9,12 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use hopcast::media::Role;
-use hopcast::protocol::{reason, ClientMessage, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
+use hopcast::wcs::protocol::{reason, ClientMessage, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn next_fail(client: &hopcast::client::SignalingClient) -> String {
+async fn next_fail(client: &hopcast::wcs::client::SignalingClient) -> String {
     let message = tokio::time::timeout(WAIT, async {
         loop {
             match client.next_unrouted().await {
@@ -28,7 +28,11 @@ async fn next_fail(client: &hopcast::client::SignalingClient) -> String {
 }
 
 /// Send a raw publish/play request and return the first status for it.
-async fn request_status(client: &hopcast::client::SignalingClient, message: ClientMessage, id: &str) -> StreamInfo {
+async fn request_status(
+    client: &hopcast::wcs::client::SignalingClient,
+    message: ClientMessage,
+    id: &str,
+) -> StreamInfo {
     let mut rx = client.subscribe(id);
     client.send(message);
     tokio::time::timeout(WAIT, async {
@@ -105,7 +109,7 @@ async fn malformed_and_unknown_messages_get_a_fail_warning_and_the_session_lives
 }
 
 /// The session is alive: a request still gets its answer.
-async fn assert_still_answers(client: &hopcast::client::SignalingClient) {
+async fn assert_still_answers(client: &hopcast::wcs::client::SignalingClient) {
     client.send_text(r#"{"message":"stopStream","data":[{"mediaSessionId":"still-there?"}]}"#.into());
     assert_eq!(next_fail(client).await, reason::STREAM_NOT_FOUND);
 }
@@ -135,7 +139,7 @@ async fn stream_requests_with_bad_sdp_names_or_ids_fail_with_reasons() {
 
     let other = connect(&server).await;
     let clash = other.publish(media, "taken", source).await.err();
-    assert_eq!(clash, Some(hopcast::client::ClientError::Failed(reason::NAME_IN_USE.into())));
+    assert_eq!(clash, Some(hopcast::wcs::client::ClientError::Failed(reason::NAME_IN_USE.into())));
 
     let reused = ClientMessage::PlayStream(request(&published.media_session_id, "taken", "v=0"));
     let status = request_status(&other, reused, &published.media_session_id).await;
@@ -272,7 +276,7 @@ async fn a_session_cannot_pile_up_connecting_streams() {
     let server = Server::start(&[]);
     let cm = client_media();
     let client = connect(&server).await;
-    let limit = hopcast::registry::MAX_PENDING_PER_SESSION;
+    let limit = hopcast::state::registry::MAX_PENDING_PER_SESSION;
     // Offers whose ICE never starts (the client peers are never told the answer).
     for i in 0..=limit {
         let offer = cm.media.offer(cm.media.next_id(), Role::Producer(cm.media.next_id())).await.unwrap();
@@ -287,7 +291,7 @@ async fn a_session_cannot_pile_up_connecting_streams() {
             (false, ServerMessage::StreamStatus(s)) => {
                 assert_eq!(
                     (s.status, s.info.as_deref()),
-                    (StreamStatus::Failed, Some(hopcast::registry::TOO_MANY_PENDING))
+                    (StreamStatus::Failed, Some(hopcast::state::registry::TOO_MANY_PENDING))
                 );
             }
             (_, other) => panic!("request {i}: unexpected {other:?}"),

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use hopcast::client::SignalingClient;
-use hopcast::protocol::{ClientMessage, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
+use hopcast::wcs::client::SignalingClient;
+use hopcast::wcs::protocol::{ClientMessage, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 use str0m::media::MediaKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -283,7 +283,7 @@ async fn oversized_data_and_too_many_connecting_peers_are_refused_with_reasons()
         let expected = if i < 3 { StreamStatus::Pending } else { StreamStatus::Failed };
         assert_eq!(s.status, expected, "offer {i}: {:?}", s.info);
         if i == 3 {
-            assert_eq!(s.info.as_deref(), Some(hopcast::registry::TOO_MANY_PENDING_FROM_ADDRESS));
+            assert_eq!(s.info.as_deref(), Some(hopcast::state::registry::TOO_MANY_PENDING_FROM_ADDRESS));
         }
         sessions.push(session);
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hopcast::protocol::StreamStatus;
+use hopcast::wcs::protocol::StreamStatus;
 use str0m::media::MediaKind;
 
 /// Forwards between clients (on `front`) and `server`, one back socket per client, and

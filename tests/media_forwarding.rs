@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use hopcast::media::MediaEvent;
-use hopcast::protocol::{reason, StreamStatus};
+use hopcast::wcs::protocol::{reason, StreamStatus};
 
 const STATUS_WAIT: Duration = Duration::from_secs(10);
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hopcast::media::{MediaEvent, MediaHandle, StreamKey};
-use hopcast::protocol::StreamStatus;
+use hopcast::wcs::protocol::StreamStatus;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use hopcast::client::SignalingClient;
 use hopcast::media::Role;
-use hopcast::protocol::{reason, ClientMessage, StreamStatus};
+use hopcast::wcs::client::SignalingClient;
+use hopcast::wcs::protocol::{reason, ClientMessage, StreamStatus};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -74,16 +74,16 @@ async fn wss_and_https_use_the_configured_certificate() {
     std::fs::create_dir_all(&dir).unwrap();
     let (ca, cert, key) = test_pki(&dir);
     let server = Server::start(&["--set", &format!("tls.cert={cert}"), "--set", &format!("tls.key={key}")]);
-    let tls = hopcast::tls::client_config(Some(std::path::Path::new(&ca))).unwrap();
+    let tls = hopcast::net::tls::client_config(Some(std::path::Path::new(&ca))).unwrap();
     let client = SignalingClient::connect(&format!("wss://127.0.0.1:{}/websocket", server.wss), Some(tls.clone()))
         .await
         .expect("wss connect with our CA");
     assert!(!client.session_id.is_empty());
 
     // Without the CA the certificate is refused.
-    let untrusted = hopcast::tls::client_config(None).unwrap();
+    let untrusted = hopcast::net::tls::client_config(None).unwrap();
     let refused = SignalingClient::connect(&format!("wss://127.0.0.1:{}/", server.wss), Some(untrusted)).await;
-    assert!(matches!(refused, Err(hopcast::client::ClientError::Connect(_))), "{:?}", refused.err());
+    assert!(matches!(refused, Err(hopcast::wcs::client::ClientError::Connect(_))), "{:?}", refused.err());
 
     // https REST answers over the same certificate.
     let connector = tokio_rustls::TlsConnector::from(tls);
@@ -106,7 +106,7 @@ async fn a_self_signed_certificate_is_made_when_none_is_configured() {
     let server = Server::start(&[]);
     // Trust nothing but accept the handshake's certificate to prove TLS is served.
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.wss)).await.unwrap();
-    let tls = hopcast::tls::client_config(None).unwrap();
+    let tls = hopcast::net::tls::client_config(None).unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let err = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.expect_err("self-signed must not verify");
     assert!(err.to_string().contains("certificate"), "{err}");
@@ -122,7 +122,7 @@ async fn a_silent_session_is_dropped_and_its_streams_end() {
     // It has a stream (PENDING: it never does ICE), which must end with the session.
     let cm = client_media();
     let offer = cm.media.offer(cm.media.next_id(), Role::Producer(cm.media.next_id())).await.unwrap();
-    let publish = hopcast::protocol::StreamRequest {
+    let publish = hopcast::wcs::protocol::StreamRequest {
         media_session_id: "silent-1".into(),
         name: "silent".into(),
         published: true,
@@ -196,4 +196,27 @@ async fn rest_shows_real_stream_state_and_terminates() {
     tokio::time::timeout(WAIT, viewer.wait_closed()).await.expect("terminated connection stayed open");
     let (_, body) = http(server.http, "GET", "/rest-api/connection/find_all", None);
     assert_eq!(json(&body).as_array().unwrap().len(), 1, "{body}");
+}
+
+/// SIGTERM: the server stops accepting, tells its WebSocket clients it is going away
+/// (close 1001), ends their streams, and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sessions_as_going_away_and_exits_cleanly() {
+    let mut server = Server::start(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.unwrap();
+    let hello = r#"{"message":"connection","data":[{"appKey":"defaultApp"}]}"#;
+    ws.send(Message::Text(hello.into())).await.unwrap();
+    let _user_data = ws.next().await;
+    let status = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10)));
+    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}");
+    let mut code = None;
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Close(frame) = m {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1001));
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("server stopping"), "{log}");
 }

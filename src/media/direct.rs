@@ -1,8 +1,6 @@
 //! Direct producers and consumers, in-process: a stream fed by packets the process
 //! injects itself (the load generator's synthetic publishers, tests), and taps that
 //! receive a copy of every packet of a stream (players in the load generator and tests).
-//! Also the wiring of two routers back to back in memory, for sans-IO tests and the
-//! router benchmark.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,16 +52,5 @@ impl Router {
 
     pub fn tap(&mut self, key: StreamKey, tap: mpsc::UnboundedSender<SourcePacket>) {
         self.stream_mut(key).taps.push(tap);
-    }
-}
-
-/// Deliver every datagram `a` and `b` have queued to the other, at `now`: two routers
-/// wired back to back in memory.
-pub fn exchange_datagrams(a: &mut Router, b: &mut Router, now: Instant) {
-    while let Some(d) = a.poll_transmit() {
-        b.handle_datagram(now, d.source, d.destination, &d.contents);
-    }
-    while let Some(d) = b.poll_transmit() {
-        a.handle_datagram(now, d.source, d.destination, &d.contents);
     }
 }

@@ -8,8 +8,9 @@ use str0m::media::{KeyframeRequestKind, MediaKind};
 use tokio::sync::mpsc;
 
 use super::codecs::publish_codecs;
-use super::direct::{exchange_datagrams, source_codecs};
+use super::direct::source_codecs;
 use super::router::{MediaError, MediaEvent, Role, Router, SourcePacket};
+use crate::testkit::exchange_datagrams;
 use crate::testkit::stamp::{read_intact, stamped_packet};
 
 #[test]

@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use super::{AgentConfig, Backoff, Direction, Relay, RelayList, STEP_TIMEOUT};
-use crate::client::{ClientError, ClientStream, SignalingClient};
-use crate::hub::Hub;
 use crate::media::{PeerId, Role, StreamKey};
-use crate::protocol::{reason, ServerMessage, StreamStatus};
-use crate::registry::{Outbound, OutboxReceiver};
+use crate::state::hub::Hub;
+use crate::state::registry::{Outbound, OutboxReceiver};
+use crate::wcs::client::{ClientError, ClientStream, SignalingClient};
+use crate::wcs::protocol::{reason, ServerMessage, StreamStatus};
 
 /// The one reason given for a remote that cannot be reached, whatever the cause.
 pub(crate) const UNREACHABLE: &str = "cannot reach the remote server";

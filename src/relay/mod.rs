@@ -1,5 +1,5 @@
 //! Server-to-server relays (WCS's "pull" family). A relay agent is a client of the
-//! same signaling protocol ([`crate::client`]) whose media peer lives in this server's
+//! same signaling protocol ([`crate::wcs::client`]) whose media peer lives in this server's
 //! router:
 //!
 //! - push: the agent consumes a local stream and publishes it on the remote server;
@@ -24,8 +24,8 @@ use tracing::Instrument;
 
 pub use backoff::Backoff;
 
-use crate::hub::Hub;
-use crate::protocol::StreamStatus;
+use crate::state::hub::Hub;
+use crate::wcs::protocol::StreamStatus;
 
 /// Longest relay URI accepted.
 pub const MAX_URI_LENGTH: usize = 2048;
@@ -204,7 +204,7 @@ impl RelayManager {
             list.retain(|r| r.is_running() || r.info().status != StreamStatus::Failed);
             let infos: Vec<RelayInfo> = list.iter().map(|r| r.info()).collect();
             let limit = |what: String| {
-                self.hub.count_refusal(crate::hub::Refusal::Relays);
+                self.hub.count_refusal(crate::state::hub::Refusal::Relays);
                 Err(RelayError::Limit(what))
             };
             if infos.len() >= limits.relays {
@@ -289,7 +289,7 @@ impl RelayManager {
             }
             relay.update(|i| {
                 i.status = StreamStatus::Stopped;
-                i.info = Some(crate::protocol::reason::REST_TERMINATE.into());
+                i.info = Some(crate::wcs::protocol::reason::REST_TERMINATE.into());
             });
             done.push(relay.info());
         }

@@ -83,6 +83,20 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Send SIGTERM and wait up to `within` for the process to exit; its exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// A REST call to this server: (HTTP status, body).
     pub fn rest(&self, method: &str, body: &str) -> (u16, String) {
         http_request(self.http, "POST", &format!("/rest-api/{method}"), Some(body))

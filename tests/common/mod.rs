@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hopcast::client::SignalingClient;
 use hopcast::media::{MediaEvent, MediaHandle, SourcePacket, StreamKey};
 use hopcast::testkit::process::{ServerProcess, ANY_PORTS};
 use hopcast::testkit::stamp::{read_intact, stamped_packet};
+use hopcast::wcs::client::SignalingClient;
 use str0m::media::MediaKind;
 use tokio::sync::mpsc;
 
@@ -132,12 +132,12 @@ pub async fn publish_source(
     server: &Server,
     media: &MediaHandle,
     name: &str,
-) -> (StreamKey, Arc<SignalingClient>, hopcast::client::ClientStream) {
+) -> (StreamKey, Arc<SignalingClient>, hopcast::wcs::client::ClientStream) {
     let source = media.next_id();
     media.add_source(source);
     let session = connect(server).await;
     let mut stream = session.publish(media, name, source).await.unwrap();
-    stream.wait_for(hopcast::protocol::StreamStatus::Publishing, Duration::from_secs(10)).await.unwrap();
+    stream.wait_for(hopcast::wcs::protocol::StreamStatus::Publishing, Duration::from_secs(10)).await.unwrap();
     (source, session, stream)
 }
 

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hopcast::client::{ClientStream, SignalingClient};
 use hopcast::media::{MediaEvent, MediaHandle};
-use hopcast::protocol::StreamStatus;
 use hopcast::testkit::process::{ServerProcess, ANY_PORTS};
 use hopcast::testkit::stamp::read_stamp;
 use hopcast::testkit::synthetic::SyntheticSource;
+use hopcast::wcs::client::{ClientStream, SignalingClient};
+use hopcast::wcs::protocol::StreamStatus;
 use str0m::media::MediaKind;
 use tokio::sync::{mpsc, watch};
 

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use hopcast::media::direct::exchange_datagrams;
 use hopcast::media::router::{Role, Router, SourcePacket};
+use hopcast::testkit::exchange_datagrams;
 use hopcast::testkit::stamp::stamped_packet;
 use str0m::media::MediaKind;
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use hopcast::client::SignalingClient;
-use hopcast::protocol::StreamStatus;
+use hopcast::wcs::client::SignalingClient;
+use hopcast::wcs::protocol::StreamStatus;
 use tokio::sync::watch;
 
 use crate::common::*;

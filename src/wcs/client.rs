@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 
 use crate::media::{MediaError, MediaHandle, PeerId, Role, StreamKey};
-use crate::protocol::{ClientMessage, ServerMessage, StreamInfo, StreamRef, StreamRequest, StreamStatus};
+use crate::wcs::protocol::{ClientMessage, ServerMessage, StreamInfo, StreamRef, StreamRequest, StreamStatus};
 
 /// How long the server may take to answer `connection` and each offer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,10 +14,10 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::hub::{Hub, Refusal};
 use crate::media::latency::LatencySnapshot;
-use crate::registry::StreamFilter;
 use crate::relay::{Direction, RelayError, RelayFilter, RelayManager, RelayRequest};
+use crate::state::hub::{Hub, Refusal};
+use crate::state::registry::StreamFilter;
 
 #[derive(Debug)]
 pub struct ApiError {

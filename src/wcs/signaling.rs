@@ -13,16 +13,18 @@ use axum::Router;
 use tracing::Instrument;
 
 use crate::config::KeepAlive;
-use crate::hub::{Hub, Refusal};
-use crate::listener::RemoteAddr;
-use crate::protocol::{ClientMessage, ServerMessage};
-use crate::registry::{Outbound, OutboxReceiver, OUTBOX_OVERFLOW};
+use crate::net::listener::RemoteAddr;
+use crate::net::shutdown::StopSignal;
+use crate::state::hub::{Hub, Refusal};
+use crate::state::registry::{Outbound, OutboxReceiver, OUTBOX_OVERFLOW};
+use crate::wcs::protocol::{ClientMessage, ServerMessage};
 
 #[derive(Clone)]
 pub struct SignalingState {
     pub hub: Arc<Hub>,
     pub keep_alive: Option<KeepAlive>,
     pub max_message_size: usize,
+    pub stop: StopSignal,
 }
 
 /// Routes of the signaling port: WCS clients use `/` or `/websocket`.
@@ -60,6 +62,7 @@ async fn serve_connection(state: SignalingState, mut socket: WebSocket, session:
     tokio::pin!(handshake);
     let mut established = false;
     let mut missed = 0u32;
+    let mut stop = state.stop.clone();
     let (why, close): (String, Option<CloseFrame>) = loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
@@ -99,6 +102,7 @@ async fn serve_connection(state: SignalingState, mut socket: WebSocket, session:
                 }
                 None => break ("session removed".into(), Some(close_frame(1000, ""))),
             },
+            _ = stop.stopped() => break ("server stopping".into(), Some(close_frame(1001, "server stopping"))),
             _ = &mut handshake, if !established => {
                 hub.count_refusal(Refusal::Handshakes);
                 break ("no connection message in time".into(), Some(close_frame(CLOSE_POLICY, "no connection message in time")));

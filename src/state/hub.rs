@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 
 use crate::config::Limits;
-use crate::listener::Connections;
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, Role, StreamKey};
-use crate::protocol::{reason, Fail, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
-use crate::registry::{self, Effect, OutboxReceiver, Registry, StreamFilter};
+use crate::net::listener::Connections;
+use crate::state::registry::{self, Effect, OutboxReceiver, Registry, StreamFilter};
+use crate::wcs::protocol::{reason, Fail, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 
 pub struct Hub {
     registry: Mutex<Registry>,
@@ -330,7 +330,7 @@ impl Hub {
     pub fn stop(&self, session: &str, media_session_id: &str) {
         let mut registry = self.registry();
         let Some(stream) = registry.stream(media_session_id).filter(|s| s.info.session_id == session) else {
-            registry.send(session, ServerMessage::Fail(crate::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
+            registry.send(session, ServerMessage::Fail(crate::wcs::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
             return;
         };
         let status = if stream.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };

@@ -22,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use super::shutdown::StopSignal;
+
 /// The peer address of a connection, for handlers (`ConnectInfo<RemoteAddr>`).
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteAddr(pub SocketAddr);
@@ -163,14 +165,21 @@ impl axum::serve::Listener for LimitedListener {
 /// listener yields. A connection must send a complete request head within
 /// `header_timeout`, the first one and every later one on a kept-alive connection, or
 /// it is closed.
-pub fn serve<L>(mut listener: L, router: Router, header_timeout: Duration)
+///
+/// On the stop signal it accepts no more, and open connections finish the request in
+/// hand (an upgraded WebSocket is its session's business).
+pub fn serve<L>(mut listener: L, router: Router, header_timeout: Duration, mut stop: StopSignal)
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     tokio::spawn(async move {
         loop {
-            let (io, remote) = listener.accept().await;
+            let (io, remote) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.stopped() => break,
+            };
             let router = router.clone();
+            let mut stop = stop.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(RemoteAddr(remote)));
@@ -181,7 +190,15 @@ where
                     .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
-                if let Err(e) = connection.await {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    _ = stop.stopped() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(%remote, error = %e, "connection ended");
                 }
             });

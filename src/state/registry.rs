@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, Notify};
 
 use crate::media::{PeerId, StreamKey};
-use crate::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
+use crate::wcs::protocol::{reason, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 
 /// Streams one session may have waiting for ICE/DTLS at once.
 pub const MAX_PENDING_PER_SESSION: usize = 16;

@@ -1,0 +1,7 @@
+//! Transports into the server: TCP connections admitted under caps and deadlines and
+//! served over HTTP/1 ([`listener`]), TLS for wss:// and https:// ([`tls`]), and the
+//! stop signal the tasks watch ([`shutdown`]).
+
+pub mod listener;
+pub mod shutdown;
+pub mod tls;
