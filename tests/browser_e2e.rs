@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{test_pki, Server};
+use common::{script_result, test_pki, Server};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -50,21 +50,9 @@ fn skip_firefox() -> bool {
 
 /// Run a browser scenario script; returns its JSON result, failing with its log.
 pub fn run_scenario(script: &str, args: &[String]) -> serde_json::Value {
-    let output = Command::new("node")
-        .arg(browser_dir().join(script))
-        .args(args)
-        .current_dir(browser_dir())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let result: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result from {script}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    assert!(output.status.success() && result["ok"] == true, "{script} failed: {result}\nbrowser log:\n{stderr}");
-    result
+    let mut node = Command::new("node");
+    node.arg(browser_dir().join(script)).args(args).current_dir(browser_dir());
+    script_result(&mut node, script)
 }
 
 /// Run publish_play.mjs (the official apps) with `extra` arguments; asserts that the

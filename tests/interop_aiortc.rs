@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Server;
+use common::{script_result, Server};
 
 fn python() -> Option<PathBuf> {
     if std::env::var_os("HOPCAST_SKIP_AIORTC").is_some() {
@@ -25,15 +25,7 @@ fn python() -> Option<PathBuf> {
 /// Run interop.py; returns its JSON result after checking what it saw.
 fn interop(python: &Path, args: &[String]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc/interop.py");
-    let output = Command::new(python).arg(script).args(args).output().expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let result: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no result from interop.py\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    assert!(output.status.success() && result["ok"] == true, "interop.py failed: {result}\nlog:\n{stderr}");
+    let result = script_result(Command::new(python).arg(script).args(args), "interop.py");
     // The two peers really numbered the codecs differently, and each answer kept the
     // numbering of the offer it answered.
     let (publisher, player) = (&result["publisherPts"]["answer"], &result["playerPts"]["answer"]);

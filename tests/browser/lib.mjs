@@ -195,33 +195,26 @@ export async function measureVideoAny(page, selector, timeout = 20000) {
   return { width, height, framesBefore, framesAfter, ...(await inboundVideo(page)) };
 }
 
-/** The codec (mime type) and framesDecoded of the page's received video, from getStats. */
-export async function inboundVideo(page) {
-  return page.evaluate(async () => {
+/** The page's video RTP stats of `type` ('inbound-rtp' or 'outbound-rtp') from the newest
+ * open RTCPeerConnection: {codec (mime type), framesDecoded}. */
+async function videoRtp(page, type) {
+  return page.evaluate(async (type) => {
     for (const pc of (window.__pcs || []).slice().reverse()) {
       if (pc.connectionState === 'closed') continue;
       const stats = await pc.getStats();
       for (const s of stats.values()) {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        if (s.type === type && s.kind === 'video') {
           const codec = s.codecId && stats.get(s.codecId);
           return { codec: codec ? codec.mimeType : null, framesDecoded: s.framesDecoded || 0 };
         }
       }
     }
     return { codec: null, framesDecoded: 0 };
-  });
+  }, type);
 }
 
-/** The codec (mime type) of the page's sent video, from getStats. */
-export async function outboundVideoCodec(page) {
-  return page.evaluate(async () => {
-    for (const pc of (window.__pcs || []).slice().reverse()) {
-      if (pc.connectionState === 'closed') continue;
-      const stats = await pc.getStats();
-      for (const s of stats.values()) {
-        if (s.type === 'outbound-rtp' && s.kind === 'video') return s.codecId && stats.get(s.codecId)?.mimeType || null;
-      }
-    }
-    return null;
-  });
-}
+/** The codec and framesDecoded of the page's received video. */
+export const inboundVideo = (page) => videoRtp(page, 'inbound-rtp');
+
+/** The codec (mime type) of the page's sent video. */
+export const outboundVideoCodec = async (page) => (await videoRtp(page, 'outbound-rtp')).codec;

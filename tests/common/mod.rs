@@ -178,3 +178,18 @@ pub fn stats(server: &Server) -> serde_json::Value {
     assert_eq!(code, 200, "{body}");
     json(&body)
 }
+
+/// Run a scenario script (node, python) that prints one JSON line last, with `"ok"`;
+/// returns that result, failing with the script's log unless it exited 0 and said ok.
+pub fn script_result(command: &mut std::process::Command, what: &str) -> serde_json::Value {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let result: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result from {what}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(output.status.success() && result["ok"] == true, "{what} failed: {result}\nlog:\n{stderr}");
+    result
+}
