@@ -1,15 +1,15 @@
-//! The I/O shell around [`Router`](super::router::Router): media threads that each own a router and its UDP
-//! sockets, feed it datagrams and time, send what it produces, and take commands from
-//! the rest of the server through a channel ([`MediaHandle`]).
+//! The I/O shell around the [`Router`](super::router::Router): media threads that each
+//! own a router and its UDP sockets, feed it datagrams and time, send what it produces,
+//! and take commands from the rest of the server through a channel ([`MediaHandle`]).
 //!
 //! On each media thread all server-side peers share one UDP port (one socket per
-//! advertised IP). Client-side peers (offers) get an ephemeral socket each, see
-//! `router`'s module comment.
+//! advertised IP). Client-side peers (offers) get an ephemeral socket each (see
+//! `media::demux`).
 //!
 //! With several media threads, work spreads by peer, not by stream, so one stream's
 //! fan-out uses every core: a stream lives on its home thread (chosen by its key) with
 //! its producer; consumers go to the threads in turn. A thread with consumers of a
-//! stream from elsewhere holds a mirror of it and subscribes: the home thread passes it
+//! stream from elsewhere holds a mirror of it and opens a pipe: the home thread passes it
 //! each packet once (an `Arc`ed payload, no copy), and the mirror thread seals and sends
 //! the copies for its own consumers, in parallel with the home thread. Keyframe requests
 //! travel back the same way; the subscription ends with the thread's last consumer of

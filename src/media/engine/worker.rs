@@ -33,9 +33,9 @@ pub(super) struct Worker {
     /// Reused buffer of outgoing datagrams.
     pub(super) batch: Vec<Datagram>,
     pub(super) sender: Sender,
-    /// Kernel receive times of the media packets read since the last flush.
+    /// Kernel receive times of the media packets read since the last send.
     pub(super) media_received: Vec<SystemTime>,
-    /// Packets forwarded here by home threads since the last flush, by the kernel receive
+    /// Packets forwarded here by home threads since the last send, by the kernel receive
     /// time of the earliest packet in their batch: (time, packets).
     pub(super) forwarded_received: Vec<(SystemTime, usize)>,
     /// From a media packet's arrival in the kernel to the end of the send of its copies.
@@ -68,7 +68,7 @@ impl Worker {
                 },
                 _ = sleep => self.router.handle_timeout(Instant::now()),
             }
-            self.flush().await;
+            self.send_and_report().await;
         }
     }
 
@@ -140,7 +140,7 @@ impl Worker {
     }
 
     /// Send what the router queued, report its events, close released sockets.
-    async fn flush(&mut self) {
+    async fn send_and_report(&mut self) {
         // Other threads' share first: they seal and send in parallel with this one.
         self.pass_on();
         let mut batch = std::mem::take(&mut self.batch);
