@@ -69,6 +69,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "origins whose pages may call the REST API (comma-separated; * any, empty none); never with credentials",
     ),
     ("web.dir", "", "serve the web apps from this folder instead of the copies built in"),
+    ("cdn_enabled", "false", "join the cluster (WCS CDN): nodes and streams are found through NATS"),
+    ("cdn_role", "edge", "this node's role in the cluster: origin, edge, or origin,edge"),
+    ("cdn_ip", "", "the address other nodes dial for relays to this node; empty: `ip`, else 127.0.0.1"),
+    ("cdn_nodes_timeout", "10", "seconds after which a silent node, and its streams, leave the cluster"),
+    (
+        "cdn.nats_url",
+        "nats://127.0.0.1:4222",
+        "NATS server(s) the cluster meets on (comma-separated, for a NATS cluster)",
+    ),
+    ("cdn.pull_linger_ms", "5000", "milliseconds an edge keeps a pulled stream after its last player left"),
     ("memory.trim", "true", "give freed heap back to the OS after sessions end (glibc malloc_trim)"),
 ];
 
@@ -96,9 +106,23 @@ pub struct Config {
     pub relay_reconnect_max: Duration,
     pub web_dir: Option<PathBuf>,
     pub memory_trim: bool,
+    /// The cluster, when `cdn_enabled`.
+    pub cdn: Option<Cdn>,
     pub limits: Limits,
     /// Origins allowed by CORS; `None`: any (`*`).
     pub cors_origins: Option<Vec<String>>,
+}
+
+/// The cluster settings (WCS's CDN keys, plus where NATS is).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cdn {
+    pub origin: bool,
+    pub edge: bool,
+    /// Address other nodes dial for relays to this node.
+    pub ip: IpAddr,
+    pub nodes_timeout: Duration,
+    pub nats_urls: Vec<String>,
+    pub pull_linger: Duration,
 }
 
 /// Bounds on what one client can make the server hold (README's "Limits" table).
@@ -253,6 +277,37 @@ impl Config {
             relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
             web_dir: path("web.dir"),
             memory_trim: boolean("memory.trim")?,
+            cdn: match boolean("cdn_enabled")? {
+                false => None,
+                true => {
+                    let roles: Vec<String> =
+                        get("cdn_role").split(',').map(|r| r.trim().to_ascii_lowercase()).collect();
+                    let known = roles.iter().all(|r| r == "origin" || r == "edge");
+                    if roles.is_empty() || !known {
+                        return Err(bad("cdn_role", "origin, edge, or origin,edge"));
+                    }
+                    let urls: Vec<String> = get("cdn.nats_url")
+                        .split(',')
+                        .map(|u| u.trim().to_string())
+                        .filter(|u| !u.is_empty())
+                        .collect();
+                    if urls.is_empty() || urls.iter().any(|u| !u.contains("://")) {
+                        return Err(bad("cdn.nats_url", "nats://host:port (comma-separated)"));
+                    }
+                    let seconds = number("cdn_nodes_timeout")?;
+                    if seconds == 0 {
+                        return Err(bad("cdn_nodes_timeout", "a positive number of seconds"));
+                    }
+                    Some(Cdn {
+                        origin: roles.iter().any(|r| r == "origin"),
+                        edge: roles.iter().any(|r| r == "edge"),
+                        ip: ip("cdn_ip")?.or(ip("ip")?).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                        nodes_timeout: Duration::from_secs(seconds),
+                        nats_urls: urls,
+                        pull_linger: Duration::from_millis(number("cdn.pull_linger_ms")?),
+                    })
+                }
+            },
             limits: Limits {
                 connections: positive("limits.connections")?,
                 connections_per_ip: positive("limits.connections_per_ip")?,

@@ -11,13 +11,15 @@
 //! - [`media`]: the media threads: a sans-IO router per thread forwards each stream's
 //!   packets from its producer to its consumers over real WebRTC (str0m).
 //! - [`relay`]: relay agents, clients of the same protocol that carry streams between
-//!   servers (room for the cluster and WHIP/WHEP beside it).
+//!   servers; [`cluster`]: origins and edges that find each other and the streams
+//!   through NATS, edges pulling over relays on demand (room for WHIP/WHEP beside them).
 //! - [`config`], [`web`] (the built-in pages), and [`server`], which wires it all and
 //!   carries the stop signal.
 //!
 //! [`testkit`] (feature `testkit`) holds the tooling of the tests and the load
 //! generator, out of the server.
 
+pub mod cluster;
 pub mod config;
 pub mod media;
 pub mod net;

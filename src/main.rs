@@ -77,6 +77,9 @@ fn settings(args: &Args) -> Result<BTreeMap<String, String>, String> {
     Ok(map)
 }
 
+/// WCS's own CDN wiring, which NATS replaces here.
+const WCS_CDN_KEYS: [&str; 4] = ["cdn_point_of_entry", "cdn_port", "cdn_groups", "cdn_nodes_resolve_ip"];
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
         .init();
     let config = settings(&args).and_then(|map| {
         let unknown: Vec<&String> = map.keys().filter(|k| !KEYS.iter().any(|(known, _, _)| known == k)).collect();
+        let wcs_cdn: Vec<&&String> = unknown.iter().filter(|k| WCS_CDN_KEYS.contains(&k.as_str())).collect();
+        if !wcs_cdn.is_empty() {
+            tracing::warn!(keys = ?wcs_cdn, "WCS CDN keys have no use here: hopcast nodes meet through NATS (cdn.nats_url), not through a point of entry");
+        }
         if !unknown.is_empty() {
             tracing::warn!(keys = ?unknown, "ignoring configuration keys hopcast does not use");
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::media::engine;
 use crate::net::listener::{self, Connections, LimitedListener};
@@ -27,6 +28,7 @@ pub struct RunningServer {
     pub media: Vec<SocketAddr>,
     pub hub: Arc<Hub>,
     pub relays: Arc<RelayManager>,
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl RunningServer {
@@ -98,13 +100,17 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         reconnect_max: config.relay_reconnect_max,
     };
     let relays = RelayManager::new(hub.clone(), agent);
-    let api = rest::routes(hub.clone(), relays.clone(), config.cors_origins.clone());
 
     let ws = listen(config.ws_port, "ws").await?;
     let wss = listen(config.wss_port, "wss").await?;
     let http = listen(config.http_port, "http").await?;
     let https = listen(config.https_port, "https").await?;
     let addrs = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
+    let cluster = match config.cdn.clone() {
+        Some(cdn) => Some(Cluster::start(cdn, addrs(&ws)?.port(), hub.clone(), relays.clone()).await),
+        None => None,
+    };
+    let api = rest::routes(hub.clone(), relays.clone(), cluster.clone(), config.cors_origins.clone());
     let server = RunningServer {
         ws: addrs(&ws)?,
         wss: addrs(&wss)?,
@@ -113,6 +119,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         media: media_addrs,
         hub,
         relays,
+        cluster,
         shutdown,
     };
     let web = web::WebState::new(

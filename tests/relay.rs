@@ -7,8 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hopcast::media::{MediaEvent, MediaHandle, StreamKey};
-use hopcast::wcs::protocol::StreamStatus;
+use hopcast::media::{MediaEvent, StreamKey};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -32,20 +31,6 @@ fn stream_status(server: &Server, name: &str) -> Option<String> {
 fn relay_field(server: &Server, field: &str) -> Option<Value> {
     let (code, body) = http(server.http, "GET", "/rest-api/pull/find_all", None);
     (code == 200).then(|| json(&body)[0][field].clone())
-}
-
-/// Play `name` on `server` and check that packets injected into `source` arrive intact.
-async fn assert_plays(server: &Server, media: &MediaHandle, name: &str, source: StreamKey, first_seq: u64) {
-    let session = connect(server).await;
-    let sink = media.next_id();
-    let mut tap = media.tap(sink);
-    let mut player = session.play(media, name, sink).await.unwrap();
-    player.wait_for(StreamStatus::Playing, WAIT).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    send_packets(media, source, first_seq, 100).await;
-    let (video, audio) = verify_intact(&collect(&mut tap, Duration::from_secs(2)).await);
-    assert!(video >= 90 && audio >= 90, "{name}: video {video}, audio {audio} of 100 each");
-    player.stop();
 }
 
 async fn keyframe_requested(events: &mut tokio::sync::mpsc::UnboundedReceiver<MediaEvent>, source: StreamKey) -> bool {

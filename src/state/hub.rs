@@ -21,6 +21,18 @@ pub struct Hub {
     refused: [AtomicU64; Refusal::ALL.len()],
     /// Open TCP connections, by the listeners' caps.
     connections: Arc<Connections>,
+    /// Where a play of a name not published here may fetch it from (the cluster).
+    fetcher: std::sync::OnceLock<Arc<dyn Fetch>>,
+}
+
+/// Something that can bring a stream that is not published here (an edge pulling it
+/// from its origin): resolves once the stream is published here, or with the reason
+/// it cannot be.
+pub trait Fetch: Send + Sync {
+    fn fetch<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// A request refused by a limit (README "Limits"), counted for `/rest-api/stats`.
@@ -74,7 +86,7 @@ const LISTED_CONNECTION_FIELDS: [&str; 5] =
 impl Hub {
     pub fn new(media: MediaHandle, limits: Limits, connections: Arc<Connections>) -> Arc<Self> {
         let registry = Mutex::new(Registry::new(limits.connecting_per_ip));
-        Arc::new(Hub { registry, media, limits, refused: Default::default(), connections })
+        Arc::new(Hub { registry, media, limits, refused: Default::default(), connections, fetcher: Default::default() })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -136,6 +148,26 @@ impl Hub {
 
     pub fn is_established(&self, session: &str) -> bool {
         self.registry().session(session).is_some_and(|s| s.established)
+    }
+
+    /// Plays of names not published here ask `fetcher` first (set once, by the cluster).
+    pub fn set_fetcher(&self, fetcher: Arc<dyn Fetch>) {
+        let _ = self.fetcher.set(fetcher);
+    }
+
+    /// Names of the streams publishing here now.
+    pub fn publishing_names(&self) -> Vec<String> {
+        self.registry().publishing_names()
+    }
+
+    /// Players of `name` here.
+    pub fn players_of(&self, name: &str) -> usize {
+        self.registry().players_of(name)
+    }
+
+    /// Players here, of all streams.
+    pub fn players(&self) -> usize {
+        self.registry().players()
     }
 
     /// Whether a stream of this name is published here.
@@ -288,7 +320,15 @@ impl Hub {
             return self.refuse(session, &req, false, &why);
         }
         let peer = self.media.next_id();
-        let registered = self.registry().begin_play(session, &req, peer);
+        let mut registered = self.registry().begin_play(session, &req, peer);
+        if registered == Err(reason::STREAM_NOT_FOUND) {
+            if let Some(fetcher) = self.fetcher.get() {
+                match fetcher.fetch(&req.name).await {
+                    Ok(()) => registered = self.registry().begin_play(session, &req, peer),
+                    Err(why) => tracing::info!(session, stream = %req.name, reason = %why, "not fetched"),
+                }
+            }
+        }
         let key = match registered {
             Ok(key) => key,
             Err(why) => {

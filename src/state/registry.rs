@@ -240,6 +240,22 @@ impl Registry {
         self.names.get(name).and_then(|id| self.streams.get(id))
     }
 
+    /// Names of the streams being published now (PUBLISHING).
+    pub fn publishing_names(&self) -> Vec<String> {
+        let live = |id: &String| self.streams.get(id).is_some_and(|s| s.info.status == StreamStatus::Publishing);
+        self.names.iter().filter(|(_, id)| live(id)).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Players of `name` here, whatever their status.
+    pub fn players_of(&self, name: &str) -> usize {
+        self.streams.values().filter(|s| !s.info.published && s.info.name == name).count()
+    }
+
+    /// Players here, of all streams.
+    pub fn players(&self) -> usize {
+        self.streams.values().filter(|s| !s.info.published).count()
+    }
+
     pub fn stream(&self, media_session_id: &str) -> Option<&Stream> {
         self.streams.get(media_session_id)
     }

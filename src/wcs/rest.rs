@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::cluster::Cluster;
 use crate::media::latency::LatencySnapshot;
 use crate::relay::{Direction, RelayError, RelayFilter, RelayManager, RelayRequest};
 use crate::state::hub::{Hub, Refusal};
@@ -66,7 +67,12 @@ pub fn found<T: serde::Serialize>(list: Vec<T>, what: &str) -> ApiResult {
 
 /// Every REST route of the server; `cors_origins`: the origins whose pages may call it
 /// (`None`: any).
-pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>, cors_origins: Option<Vec<String>>) -> Router {
+pub fn routes(
+    hub: Arc<Hub>,
+    relays: Arc<RelayManager>,
+    cluster: Option<Arc<Cluster>>,
+    cors_origins: Option<Vec<String>>,
+) -> Router {
     let stats = Router::new().route("/stats", get(stats).post(stats)).with_state((hub.clone(), relays.clone()));
     let relay_api = Router::new()
         .route("/pull/push", post(pull_push))
@@ -83,13 +89,48 @@ pub fn routes(hub: Arc<Hub>, relays: Arc<RelayManager>, cors_origins: Option<Vec
         .route("/connection/terminate", post(connection_terminate))
         .with_state(hub)
         .merge(relay_api)
-        .merge(stats);
+        .merge(stats)
+        .merge(cdn_routes(cluster));
     let cors_origins = Arc::new(cors_origins);
     Router::new()
         .nest("/rest-api", api)
         .fallback(unknown)
         .layer(middleware::from_fn(json_only))
         .layer(middleware::from_fn(move |request, next| cors(cors_origins.clone(), request, next)))
+}
+
+/// WCS's CDN calls, and the one a web front end needs; 404 when the cluster is off.
+fn cdn_routes(cluster: Option<Arc<Cluster>>) -> Router {
+    Router::new()
+        .route("/cdn/show_routes", get(cdn_show_routes).post(cdn_show_routes))
+        .route("/cdn/show_nodes", get(cdn_show_nodes).post(cdn_show_nodes))
+        .route("/cdn/edge_for_player", get(cdn_edge_for_player).post(cdn_edge_for_player))
+        .with_state(cluster)
+}
+
+fn cluster_of(cluster: Option<Arc<Cluster>>) -> Result<Arc<Cluster>, ApiError> {
+    cluster.ok_or_else(|| ApiError::not_found("The cluster is off on this node (cdn_enabled=false)"))
+}
+
+/// `{"<origin URI><stream>": "<stream>"}` for every stream this edge pulls (WCS's shape:
+/// route id to stream name).
+async fn cdn_show_routes(State(cluster): State<Option<Arc<Cluster>>>) -> ApiResult {
+    let routes: serde_json::Map<String, Value> = cluster_of(cluster)?
+        .routes()
+        .into_iter()
+        .map(|(stream, uri)| (format!("{uri}{stream}"), stream.into()))
+        .collect();
+    Ok(Json(routes).into_response())
+}
+
+async fn cdn_show_nodes(State(cluster): State<Option<Arc<Cluster>>>) -> ApiResult {
+    found(cluster_of(cluster)?.nodes(), "nodes")
+}
+
+/// The least loaded edge's WebSocket URL, for a player.
+async fn cdn_edge_for_player(State(cluster): State<Option<Arc<Cluster>>>) -> ApiResult {
+    let edge = cluster_of(cluster)?.edge_for_player().ok_or_else(|| ApiError::not_found("No edge in the cluster"))?;
+    Ok(Json(json!({ "url": edge })).into_response())
 }
 
 async fn unknown(method: Method, uri: axum::http::Uri) -> ApiError {

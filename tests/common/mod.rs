@@ -193,3 +193,17 @@ pub fn script_result(command: &mut std::process::Command, what: &str) -> serde_j
     assert!(output.status.success() && result["ok"] == true, "{what} failed: {result}\nlog:\n{stderr}");
     result
 }
+
+/// Play `name` on `server` and check that packets injected into `source` arrive intact.
+pub async fn assert_plays(server: &Server, media: &MediaHandle, name: &str, source: StreamKey, first_seq: u64) {
+    let session = connect(server).await;
+    let sink = media.next_id();
+    let mut tap = media.tap(sink);
+    let mut player = session.play(media, name, sink).await.unwrap();
+    player.wait_for(hopcast::wcs::protocol::StreamStatus::Playing, Duration::from_secs(10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_packets(media, source, first_seq, 100).await;
+    let (video, audio) = verify_intact(&collect(&mut tap, Duration::from_secs(2)).await);
+    assert!(video >= 90 && audio >= 90, "{name}: video {video}, audio {audio} of 100 each");
+    player.stop();
+}

@@ -1,0 +1,233 @@
+//! The cluster (WCS's CDN): publishers use origins, players use edges, and an edge
+//! pulls a stream from its origin the moment a player asks for a name it does not
+//! have. Nodes find each other and the streams through NATS, not a protocol of our own:
+//! every node publishes its announcement (role, relay URI, streams, players) on
+//! `hopcast.node.<id>` once a second and whenever its streams change, and keeps the
+//! [`Directory`] of what it hears. Records expire with their node's silence, so a
+//! NATS restart loses nothing once nodes speak again. Pulls are ordinary relays
+//! (`relay`), shared by every player of a name on the edge and released after the last
+//! one left.
+
+pub mod directory;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+pub use directory::{Announcement, Directory};
+
+use crate::config::Cdn;
+use crate::relay::{Direction, RelayFilter, RelayManager, RelayRequest};
+use crate::state::hub::{Fetch, Hub};
+
+const SUBJECT_PREFIX: &str = "hopcast.node.";
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// How often a node looks for changes in its streams to announce at once.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How long a play waits for an origin of a name it does not know yet to be heard of.
+const LOOKUP_WAIT: Duration = Duration::from_millis(1500);
+
+pub struct Cluster {
+    id: String,
+    config: Cdn,
+    /// ws:// URI other nodes' relay agents dial.
+    uri: String,
+    hub: Arc<Hub>,
+    relays: Arc<RelayManager>,
+    directory: Mutex<Directory>,
+    nats: async_nats::Client,
+    /// Pulls this edge started, by stream name: when its last player left.
+    pulls: Mutex<HashMap<String, Option<Instant>>>,
+    /// One fetch per name at a time: players of one name share one pull.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Cluster {
+    /// Join the cluster. The node starts even when NATS is unreachable: it logs that it
+    /// is not in the cluster yet, and joins when NATS answers.
+    pub async fn start(config: Cdn, ws_port: u16, hub: Arc<Hub>, relays: Arc<RelayManager>) -> Arc<Cluster> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let uri = format!("ws://{}/", std::net::SocketAddr::new(config.ip, ws_port));
+        let urls: Vec<async_nats::ServerAddr> = config.nats_urls.iter().filter_map(|u| u.parse().ok()).collect();
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("hopcast {id}"))
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(1000)))
+            .event_callback(|event| async move { tracing::info!(%event, "NATS") })
+            .connect(urls)
+            .await
+            .expect("retrying NATS connect does not fail");
+        let directory = Mutex::new(Directory::new(id.clone(), config.nodes_timeout));
+        let cluster = Arc::new(Cluster {
+            id,
+            config,
+            uri,
+            hub: hub.clone(),
+            relays,
+            directory,
+            nats,
+            pulls: Mutex::default(),
+            fetching: Mutex::default(),
+        });
+        tracing::info!(node = %cluster.id, uri = %cluster.uri, origin = cluster.config.origin, edge = cluster.config.edge, "joining the cluster");
+        tokio::spawn(cluster.clone().listen());
+        tokio::spawn(cluster.clone().announce());
+        if cluster.config.edge {
+            hub.set_fetcher(cluster.clone());
+        }
+        cluster
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every node heard from.
+    pub fn nodes(&self) -> Vec<Announcement> {
+        self.directory().nodes().into_iter().cloned().collect()
+    }
+
+    /// The least loaded edge's relay URI, for a player of any stream.
+    pub fn edge_for_player(&self) -> Option<String> {
+        self.directory().least_loaded_edge().map(|a| a.uri.clone())
+    }
+
+    /// Streams this edge pulls, as (stream, origin URI).
+    pub fn routes(&self) -> Vec<(String, String)> {
+        let pulled: Vec<String> = self.pulls.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let relays = self.relays.find(&RelayFilter { direction: Some(Direction::Pull), ..Default::default() });
+        relays
+            .into_iter()
+            .filter(|r| pulled.contains(&r.local_stream_name))
+            .map(|r| (r.local_stream_name, r.uri))
+            .collect()
+    }
+
+    /// Hear every node's announcements.
+    async fn listen(self: Arc<Self>) {
+        let mut subscription = match self.nats.subscribe(format!("{SUBJECT_PREFIX}*")).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to the cluster's announcements");
+                return;
+            }
+        };
+        while let Some(message) = subscription.next().await {
+            match Announcement::decode(&message.payload) {
+                Ok(a) => self.directory().heard(a, Instant::now()),
+                Err(e) => tracing::warn!(subject = %message.subject, error = %e, "ignoring a cluster record"),
+            }
+        }
+    }
+
+    /// Announce this node every second and whenever its streams change; expire silent
+    /// nodes; release pulls nobody plays any more.
+    async fn announce(self: Arc<Self>) {
+        let subject = format!("{SUBJECT_PREFIX}{}", self.id);
+        let mut last: Option<(Vec<String>, Instant)> = None;
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut streams = if self.config.origin { self.hub.publishing_names() } else { Vec::new() };
+            streams.sort();
+            let due = last.as_ref().is_none_or(|(s, at)| *s != streams || now.duration_since(*at) >= ANNOUNCE_EVERY);
+            if due {
+                let announcement = Announcement {
+                    id: self.id.clone(),
+                    origin: self.config.origin,
+                    edge: self.config.edge,
+                    uri: self.uri.clone(),
+                    streams: streams.clone(),
+                    players: self.hub.players(),
+                };
+                let payload = serde_json::to_vec(&announcement).expect("serializable");
+                if let Err(e) = self.nats.publish(subject.clone(), payload.into()).await {
+                    tracing::debug!(error = %e, "announcement not sent (not in the cluster yet)");
+                }
+                last = Some((streams, now));
+                for gone in self.directory().expire(now) {
+                    tracing::info!(node = %gone, "node left the cluster (silent)");
+                }
+            }
+            self.release_unplayed(now).await;
+        }
+    }
+
+    /// Terminate pulls whose last player left longer than the linger ago.
+    async fn release_unplayed(&self, now: Instant) {
+        let expired: Vec<String> = {
+            let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, idle_since) in pulls.iter_mut() {
+                let players = self.hub.players_of(name);
+                *idle_since = if players > 0 { None } else { Some(idle_since.unwrap_or(now)) };
+            }
+            let linger = self.config.pull_linger;
+            let expired: Vec<String> = pulls
+                .iter()
+                .filter(|(_, idle)| idle.is_some_and(|t| now.duration_since(t) >= linger))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in &expired {
+                pulls.remove(name);
+            }
+            expired
+        };
+        for name in expired {
+            tracing::info!(stream = %name, "no players left: pull released");
+            let filter =
+                RelayFilter { direction: Some(Direction::Pull), local_stream_name: Some(name), ..Default::default() };
+            let _ = self.relays.terminate(&filter).await;
+        }
+    }
+
+    /// The origin's relay URI for `name`, waiting briefly for a first announcement.
+    async fn lookup(&self, name: &str) -> Option<String> {
+        let deadline = Instant::now() + LOOKUP_WAIT;
+        loop {
+            if let Some(origin) = self.directory().origin_of(name) {
+                return Some(origin.uri.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    }
+
+    async fn pull(&self, name: &str) -> Result<(), String> {
+        let lock = {
+            let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+            fetching.entry(name.to_string()).or_default().clone()
+        };
+        let _one_at_a_time = lock.lock().await;
+        if self.hub.is_published(name) {
+            return Ok(());
+        }
+        let uri = self.lookup(name).await.ok_or_else(|| format!("no origin in the cluster has '{name}'"))?;
+        tracing::info!(stream = %name, origin = %uri, "pulling for a player");
+        let request = RelayRequest {
+            uri: Some(uri),
+            local_stream_name: Some(name.into()),
+            remote_stream_name: Some(name.into()),
+        };
+        self.relays.start(Direction::Pull, request).await.map_err(|e| e.to_string())?;
+        self.pulls.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), None);
+        Ok(())
+    }
+}
+
+impl Fetch for Cluster {
+    fn fetch<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(self.pull(name))
+    }
+}
