@@ -191,6 +191,32 @@ fn chromium_stream_relayed_plays_in_firefox_on_the_second_server() {
     relay_scenario("relay_firefox", &s1, &s2, uri, "firefox");
 }
 
+/// The cluster with the official apps: Two Way Streaming publishes on an origin, the
+/// Player plays the same name on an edge, with no REST call in between.
+#[test]
+fn official_player_on_an_edge_plays_a_stream_published_on_an_origin() {
+    if skip() {
+        return;
+    }
+    let nats = common::Nats::start();
+    let cdn = |role: &str| {
+        Server::start(&[
+            "--set",
+            "cdn_enabled=true",
+            "--set",
+            &format!("cdn_role={role}"),
+            "--set",
+            &format!("cdn.nats_url={}", nats.url),
+        ])
+    };
+    let (origin, edge) = (cdn("origin"), cdn("edge"));
+    let ws = edge.ws_url();
+    let result = publish_play("cluster_edge", &origin, &["--play-ws", &ws]);
+    assert!(result.get("relay").is_none(), "no REST call: {result}");
+    let (code, relays) = common::http(edge.http, "GET", "/rest-api/pull/find_all", None);
+    assert!(code == 200 && relays.contains("\"direction\":\"pull\""), "the edge did not pull: {relays}");
+}
+
 /// The built-in web apps, clicked through as a user would: Two Way Streaming, Player
 /// with live figures, the Relay console pushing to a second server (played there), and
 /// Terminate. Screenshots land in target/test-artifacts/pages/.

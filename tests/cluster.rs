@@ -5,50 +5,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use hopcast::wcs::client::ClientError;
 use hopcast::wcs::protocol::{reason, StreamStatus};
 use serde_json::Value;
-
-/// A nats-server child process on a free loopback port, killed on drop.
-struct Nats {
-    child: Child,
-    url: String,
-}
-
-impl Nats {
-    fn start() -> Nats {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("nats-server is missing: apt-get install nats-server (see README)");
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nats { child, url: format!("nats://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node(nats: &Nats, role: &str) -> Server {
     Server::start(&[
@@ -128,4 +90,92 @@ async fn edges_pull_on_demand_share_the_pull_and_release_it() {
     let mut edges = edges;
     edges.remove(0).kill();
     eventually("the killed edge leaves the node list", || node_count(&origin) == 3).await;
+}
+
+fn node_ids_by_uri(server: &Server) -> Vec<(String, String)> {
+    let (_, nodes) = get(server, "/rest-api/cdn/show_nodes");
+    nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| (n["uri"].as_str().unwrap().into(), n["id"].as_str().unwrap().into()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_origins_one_name_bad_records_and_a_nats_restart() {
+    let nats = Nats::start();
+    let (o1, o2, edge) = (node(&nats, "origin"), node(&nats, "origin"), node(&nats, "edge"));
+    eventually("every node hears every other", || node_count(&edge) == 3).await;
+
+    // Two origins publish one name: the edge pulls from the one with the lowest id, as
+    // every edge would.
+    let ClientMedia { media, .. } = client_media();
+    let (_s1, _a, _pa) = publish_source(&o1, &media, "dup").await;
+    let (_s2, _b, _pb) = publish_source(&o2, &media, "dup").await;
+    let session = connect(&edge).await;
+    let mut player = session.play(&media, "dup", media.next_id()).await.unwrap();
+    player.wait_for(StreamStatus::Playing, Duration::from_secs(10)).await.unwrap();
+    let (_, relays) = get(&edge, "/rest-api/pull/find_all");
+    let pulled_from = relays[0]["uri"].as_str().unwrap().to_string();
+    let lowest = node_ids_by_uri(&edge)
+        .into_iter()
+        .filter(|(uri, _)| *uri == o1.ws_url() || *uri == o2.ws_url())
+        .min_by(|a, b| a.1.cmp(&b.1))
+        .unwrap();
+    assert_eq!(pulled_from, lowest.0);
+    player.stop();
+
+    // A malformed record from "another node": a warning, nothing else.
+    let raw = async_nats::connect(nats.url.as_str()).await.unwrap();
+    raw.publish("hopcast.node.bogus", "{not json".into()).await.unwrap();
+    raw.publish("hopcast.node.bogus", r#"{"id":"","origin":true}"#.into()).await.unwrap();
+    raw.flush().await.unwrap();
+    eventually("the edge warns about the bad record", || {
+        std::fs::read_to_string(&edge.log).unwrap().contains("ignoring a cluster record")
+    })
+    .await;
+    assert_eq!(node_count(&edge), 3);
+
+    // NATS restarted on the same address: the nodes come back, new plays work.
+    let port = nats.port;
+    drop(raw);
+    drop(nats);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _nats = Nats::start_on(port);
+    let (source, _c, _pc) = publish_source(&o1, &media, "after-restart").await;
+    eventually("the edge hears of the new stream", || {
+        let (_, nodes) = get(&edge, "/rest-api/cdn/show_nodes");
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["streams"].as_array().unwrap().iter().any(|s| s == "after-restart"))
+    })
+    .await;
+    assert_plays(&edge, &media, "after-restart", source, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_nats_is_unreachable_starts_and_serves_alone() {
+    let server = Server::start(&[
+        "--set",
+        "cdn_enabled=true",
+        "--set",
+        "cdn_role=edge",
+        "--set",
+        "cdn.nats_url=nats://127.0.0.1:9",
+    ]);
+    // Up and serving (a local publisher and player work), not in a cluster.
+    let ClientMedia { media, .. } = client_media();
+    let (source, _s, _p) = publish_source(&server, &media, "local").await;
+    assert_plays(&server, &media, "local", source, 1).await;
+    assert_eq!(get(&server, "/rest-api/cdn/show_nodes").0, 404);
+    // And a bad role is refused at start, naming the key.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_hopcast"))
+        .args(["--set", "cdn_enabled=true", "--set", "cdn_role=transcoder"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cdn_role"));
 }

@@ -207,3 +207,45 @@ pub async fn assert_plays(server: &Server, media: &MediaHandle, name: &str, sour
     assert!(video >= 90 && audio >= 90, "{name}: video {video}, audio {audio} of 100 each");
     player.stop();
 }
+
+/// A nats-server child process on a free loopback port, killed on drop.
+pub struct Nats {
+    child: std::process::Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(port)
+    }
+
+    /// On a given port (a restart on the same address).
+    pub fn start_on(port: u16) -> Nats {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server is missing: apt-get install nats-server (see README)");
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats { child, port, url: format!("nats://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
