@@ -44,7 +44,7 @@ async fn edges_pull_on_demand_share_the_pull_and_release_it() {
     eventually("every node hears every other", || node_count(&origin) == 4).await;
 
     let ClientMedia { media, .. } = client_media();
-    let (source, _session, _publisher) = publish_source(&origin, &media, "cam").await;
+    let (source, _session, publisher) = publish_source(&origin, &media, "cam").await;
 
     // Players on every edge, two on the first: no REST call, the edge pulls by itself.
     let mut players = Vec::new();
@@ -80,11 +80,23 @@ async fn edges_pull_on_demand_share_the_pull_and_release_it() {
         eventually("the pull is released", || get(edge, "/rest-api/pull/find_all").0 == 404).await;
     }
 
+    // Warm-up: pulled before any player, kept without one, until the origin stops it.
+    let (code, body) = http(edges[2].http, "POST", "/rest-api/cdn/warmup", Some(r#"{"streamName":"cam"}"#));
+    assert_eq!(code, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // three lingers, no player
+    assert_eq!(get(&edges[2], "/rest-api/pull/find_all").0, 200, "the warm pull was released");
+    let (code, body) = http(edges[2].http, "POST", "/rest-api/cdn/warmup", Some(r#"{"streamName":"ghost"}"#));
+    assert_eq!((code, json(&body)["error"].as_str()), (404, Some("no origin in the cluster has 'ghost'")));
+
     // A name no origin has: the answer WCS gives for an unknown stream.
     let session = connect(&edges[1]).await;
     let sink = media.next_id();
     let refused = session.play(&media, "nobody-publishes-this", sink).await.err();
     assert_eq!(refused, Some(ClientError::Failed(reason::STREAM_NOT_FOUND.into())));
+
+    // The publisher stops: the warm pull goes with it.
+    publisher.stop();
+    eventually("the warm pull ends with its stream", || get(&edges[2], "/rest-api/pull/find_all").0 == 404).await;
 
     // An edge killed: it leaves everyone's node list after the timeout.
     let mut edges = edges;

@@ -40,6 +40,8 @@ pub struct Cluster {
     nats: async_nats::Client,
     /// Pulls this edge started, by stream name: when its last player left.
     pulls: Mutex<HashMap<String, Option<Instant>>>,
+    /// Pulls warmed up by REST: kept without players, until no origin has the stream.
+    warm: Mutex<std::collections::HashSet<String>>,
     /// One fetch per name at a time: players of one name share one pull.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -69,6 +71,7 @@ impl Cluster {
             directory,
             nats,
             pulls: Mutex::default(),
+            warm: Mutex::default(),
             fetching: Mutex::default(),
         });
         tracing::info!(node = %cluster.id, uri = %cluster.uri, origin = cluster.config.origin, edge = cluster.config.edge, "joining the cluster");
@@ -160,9 +163,26 @@ impl Cluster {
         }
     }
 
-    /// Terminate pulls whose last player left longer than the linger ago.
+    /// Pull `name` now, before any player asks (WCS's warm-up), and keep it while an
+    /// origin has it.
+    pub async fn warm_up(&self, name: &str) -> Result<(), String> {
+        self.pull(name).await?;
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+        Ok(())
+    }
+
+    /// Terminate pulls whose last player left longer than the linger ago, and warm ones
+    /// no origin has any more.
     async fn release_unplayed(&self, now: Instant) {
+        let cold: Vec<String> = {
+            let directory = self.directory();
+            let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            let cold = warm.iter().filter(|n| directory.origin_of(n).is_none()).cloned().collect();
+            warm.retain(|n| directory.origin_of(n).is_some());
+            cold
+        };
         let expired: Vec<String> = {
+            let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
             for (name, idle_since) in pulls.iter_mut() {
                 let players = self.hub.players_of(name);
@@ -171,7 +191,9 @@ impl Cluster {
             let linger = self.config.pull_linger;
             let expired: Vec<String> = pulls
                 .iter()
-                .filter(|(_, idle)| idle.is_some_and(|t| now.duration_since(t) >= linger))
+                .filter(|(n, idle)| {
+                    cold.contains(n) || (!warm.contains(*n) && idle.is_some_and(|t| now.duration_since(t) >= linger))
+                })
                 .map(|(n, _)| n.clone())
                 .collect();
             for name in &expired {

@@ -105,6 +105,7 @@ fn cdn_routes(cluster: Option<Arc<Cluster>>) -> Router {
         .route("/cdn/show_routes", get(cdn_show_routes).post(cdn_show_routes))
         .route("/cdn/show_nodes", get(cdn_show_nodes).post(cdn_show_nodes))
         .route("/cdn/edge_for_player", get(cdn_edge_for_player).post(cdn_edge_for_player))
+        .route("/cdn/warmup", post(cdn_warmup))
         .with_state(cluster)
 }
 
@@ -125,6 +126,21 @@ async fn cdn_show_routes(State(cluster): State<Option<Arc<Cluster>>>) -> ApiResu
 
 async fn cdn_show_nodes(State(cluster): State<Option<Arc<Cluster>>>) -> ApiResult {
     found(cluster_of(cluster)?.nodes(), "nodes")
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Warmup {
+    stream_name: Option<String>,
+}
+
+/// WCS's warm-up: pull a stream to this edge now and keep it while an origin has it.
+async fn cdn_warmup(State(cluster): State<Option<Arc<Cluster>>>, body: Bytes) -> ApiResult {
+    let cluster = cluster_of(cluster)?;
+    let req: Warmup = parse_body(&body)?;
+    let name = required(req.stream_name, "streamName")?;
+    cluster.warm_up(&name).await.map_err(|e| ApiError::not_found(e))?;
+    Ok(Json(json!({ "streamName": name, "status": "PLAYING" })).into_response())
 }
 
 /// The least loaded edge's WebSocket URL, for a player.
