@@ -139,7 +139,7 @@ async fn cdn_warmup(State(cluster): State<Option<Arc<Cluster>>>, body: Bytes) ->
     let cluster = cluster_of(cluster)?;
     let req: Warmup = parse_body(&body)?;
     let name = required(req.stream_name, "streamName")?;
-    cluster.warm_up(&name).await.map_err(|e| ApiError::not_found(e))?;
+    cluster.warm_up(&name).await.map_err(ApiError::not_found)?;
     Ok(Json(json!({ "streamName": name, "status": "PLAYING" })).into_response())
 }
 
