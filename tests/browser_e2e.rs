@@ -198,7 +198,7 @@ fn official_player_on_an_edge_plays_a_stream_published_on_an_origin() {
     if skip() {
         return;
     }
-    let nats = common::Nats::start();
+    let nats = hopcast::testkit::process::NatsServer::start();
     let cdn = |role: &str| {
         Server::start(&[
             "--set",

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use hopcast::testkit::process::NatsServer as Nats;
 use hopcast::wcs::client::ClientError;
 use hopcast::wcs::protocol::{reason, StreamStatus};
 use serde_json::Value;

@@ -198,3 +198,45 @@ pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> 
     };
     attempt().unwrap_or_else(|e| (0, e.to_string()))
 }
+
+/// A nats-server child process on a free loopback port, killed on drop.
+pub struct NatsServer {
+    child: std::process::Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(port)
+    }
+
+    /// On a given port (a restart on the same address).
+    pub fn start_on(port: u16) -> NatsServer {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server is missing: apt-get install nats-server (see README)");
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NatsServer { child, port, url: format!("nats://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,6 +4,7 @@
 //! time and memory from /proc. Results print as tables and append to CSV files.
 
 mod baseline;
+mod cluster;
 mod common;
 mod fanout;
 mod flood;
@@ -53,6 +54,11 @@ enum Command {
         /// Video packets injected (plus half as many audio packets).
         #[arg(long, default_value_t = 2000)]
         packets: u64,
+    },
+    /// The cluster: play on an edge that lacks the stream -> first keyframe (needs nats-server).
+    Cluster {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
     },
     /// Memory given back after a flood of players and sessions (RSS before, peak, after).
     Flood {
@@ -109,6 +115,7 @@ fn main() {
             Command::Relay(b) => relay::run(b.seconds, b.bitrate, 5, &b.csv).await,
             Command::Setup(b) => setup::run(20, 200, &b.csv).await,
             Command::Router { players, packets } => router_bench::run(players, packets),
+            Command::Cluster { trials } => cluster::run(trials).await,
             Command::Flood { players, sessions, set } => {
                 let _ = common::SERVER_SETTINGS.set(set);
                 flood::run(players, sessions).await
@@ -119,6 +126,7 @@ fn main() {
                 relay::run(1, b.bitrate, 1, &b.csv).await;
                 setup::run(2, 4, &b.csv).await;
                 router_bench::run(2, 50);
+                cluster::run(2).await;
             }
         }
     });
