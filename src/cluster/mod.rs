@@ -228,7 +228,19 @@ impl Cluster {
             let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
             fetching.entry(name.to_string()).or_default().clone()
         };
-        let _one_at_a_time = lock.lock().await;
+        let result = {
+            let _one_at_a_time = lock.lock().await;
+            self.pull_alone(name).await
+        };
+        // The last one out forgets the name: plays of names nobody has must not pile up.
+        let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            fetching.remove(name);
+        }
+        result
+    }
+
+    async fn pull_alone(&self, name: &str) -> Result<(), String> {
         if self.hub.is_published(name) {
             return Ok(());
         }

@@ -321,7 +321,7 @@ impl Hub {
         }
         let peer = self.media.next_id();
         let mut registered = self.registry().begin_play(session, &req, peer);
-        if registered == Err(reason::STREAM_NOT_FOUND) {
+        if registered == Err(reason::STREAM_NOT_FOUND) && !req.name.trim().is_empty() {
             if let Some(fetcher) = self.fetcher.get() {
                 match fetcher.fetch(&req.name).await {
                     Ok(()) => registered = self.registry().begin_play(session, &req, peer),
