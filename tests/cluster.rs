@@ -14,6 +14,11 @@ use hopcast::wcs::protocol::{reason, StreamStatus};
 use serde_json::Value;
 
 fn node(nats: &Nats, role: &str) -> Server {
+    node_lingering(nats, role, 500)
+}
+
+/// A node keeping pulls `linger_ms` after their last player.
+fn node_lingering(nats: &Nats, role: &str, linger_ms: u64) -> Server {
     Server::start(&[
         "--set",
         "cdn_enabled=true",
@@ -24,7 +29,7 @@ fn node(nats: &Nats, role: &str) -> Server {
         "--set",
         "cdn_nodes_timeout=2",
         "--set",
-        "cdn.pull_linger_ms=500",
+        &format!("cdn.pull_linger_ms={linger_ms}"),
     ])
 }
 
@@ -126,6 +131,12 @@ async fn two_origins_one_name_bad_records_and_a_nats_restart() {
     let ClientMedia { media, .. } = client_media();
     let (_s1, _a, _pa) = publish_source(&o1, &media, "dup").await;
     let (_s2, _b, _pb) = publish_source(&o2, &media, "dup").await;
+    eventually("the edge hears both origins have it", || {
+        let (_, nodes) = get(&edge, "/rest-api/cdn/show_nodes");
+        let has = |n: &&Value| n["streams"].as_array().is_some_and(|s| s.iter().any(|s| s == "dup"));
+        nodes.as_array().into_iter().flatten().filter(has).count() == 2
+    })
+    .await;
     let session = connect(&edge).await;
     let mut player = session.play(&media, "dup", media.next_id()).await.unwrap();
     player.wait_for(StreamStatus::Playing, Duration::from_secs(10)).await.unwrap();
@@ -191,4 +202,51 @@ async fn a_node_whose_nats_is_unreachable_starts_and_serves_alone() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cdn_role"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_dies_its_players_hear_it_and_the_stream_is_pulled_from_its_new_origin() {
+    let nats = Nats::start();
+    // A linger far longer than the test: only the lost origin can release the pull.
+    let (mut o1, o2, edge) = (node(&nats, "origin"), node(&nats, "origin"), node_lingering(&nats, "edge", 600_000));
+    eventually("every node hears every other", || node_count(&edge) == 3).await;
+    let ClientMedia { media, .. } = client_media();
+    let (_s1, _a, _p1) = publish_source(&o1, &media, "moving").await;
+    let session = connect(&edge).await;
+    let mut player = session.play(&media, "moving", media.next_id()).await.unwrap();
+    player.wait_for(StreamStatus::Playing, Duration::from_secs(10)).await.unwrap();
+
+    // The origin dies: the edge's player gets a final status with a reason, not silence.
+    o1.kill();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match player.next_status().await {
+                Some(s) if s.status.is_final() => return s,
+                Some(_) => continue,
+                None => panic!("the player's session closed"),
+            }
+        }
+    })
+    .await
+    .expect("no final status for the edge's player");
+    assert!(ended.info.is_some_and(|i| !i.is_empty()), "no reason given");
+
+    // The stream comes back on the other origin: a player on the edge gets it from there.
+    let (source, _b, _p2) = publish_source(&o2, &media, "moving").await;
+    let mut plays = false;
+    for _ in 0..40 {
+        let session = connect(&edge).await;
+        if let Ok(mut p) = session.play(&media, "moving", media.next_id()).await {
+            if p.wait_for(StreamStatus::Playing, Duration::from_secs(5)).await.is_ok() {
+                p.stop();
+                plays = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(plays, "the edge never pulled the stream from its new origin");
+    assert_plays(&edge, &media, "moving", source, 1).await;
+    let (_, relays) = get(&edge, "/rest-api/pull/find_all");
+    assert_eq!(relays[0]["uri"].as_str(), Some(o2.ws_url().as_str()), "{relays}");
 }

@@ -21,6 +21,7 @@ pub use directory::{Announcement, Directory};
 use crate::config::Cdn;
 use crate::relay::{Direction, RelayFilter, RelayManager, RelayRequest};
 use crate::state::hub::{Fetch, Hub};
+use crate::wcs::protocol::StreamStatus;
 
 const SUBJECT_PREFIX: &str = "hopcast.node.";
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
@@ -42,6 +43,8 @@ pub struct Cluster {
     pulls: Mutex<HashMap<String, Option<Instant>>>,
     /// Pulls warmed up by REST: kept without players, until no origin has the stream.
     warm: Mutex<std::collections::HashSet<String>>,
+    /// Pulls being terminated: their local stream is still there, but going.
+    releasing: Mutex<std::collections::HashSet<String>>,
     /// One fetch per name at a time: players of one name share one pull.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -72,6 +75,7 @@ impl Cluster {
             nats,
             pulls: Mutex::default(),
             warm: Mutex::default(),
+            releasing: Mutex::default(),
             fetching: Mutex::default(),
         });
         tracing::info!(node = %cluster.id, uri = %cluster.uri, origin = cluster.config.origin, edge = cluster.config.edge, "joining the cluster");
@@ -171,15 +175,23 @@ impl Cluster {
         Ok(())
     }
 
-    /// Terminate pulls whose last player left longer than the linger ago, and warm ones
-    /// no origin has any more.
+    /// Terminate pulls whose last player left longer than the linger ago, warm ones no
+    /// origin has any more, and lost ones whose stream is now elsewhere (or nowhere): the
+    /// next player looks the origin up again instead of waiting on a dead one.
     async fn release_unplayed(&self, now: Instant) {
-        let cold: Vec<String> = {
+        let pulled = self.relays.find(&RelayFilter { direction: Some(Direction::Pull), ..Default::default() });
+        let (cold, stale): (Vec<String>, Vec<String>) = {
             let directory = self.directory();
+            let stale = pulled
+                .iter()
+                .filter(|r| r.status == StreamStatus::Failed)
+                .filter(|r| directory.origin_of(&r.local_stream_name).map(|a| a.uri.as_str()) != Some(r.uri.as_str()))
+                .map(|r| r.local_stream_name.clone())
+                .collect();
             let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
             let cold = warm.iter().filter(|n| directory.origin_of(n).is_none()).cloned().collect();
             warm.retain(|n| directory.origin_of(n).is_some());
-            cold
+            (cold, stale)
         };
         let expired: Vec<String> = {
             let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -192,7 +204,9 @@ impl Cluster {
             let expired: Vec<String> = pulls
                 .iter()
                 .filter(|(n, idle)| {
-                    cold.contains(n) || (!warm.contains(*n) && idle.is_some_and(|t| now.duration_since(t) >= linger))
+                    cold.contains(n)
+                        || stale.contains(n)
+                        || (!warm.contains(*n) && idle.is_some_and(|t| now.duration_since(t) >= linger))
                 })
                 .map(|(n, _)| n.clone())
                 .collect();
@@ -202,10 +216,19 @@ impl Cluster {
             expired
         };
         for name in expired {
-            tracing::info!(stream = %name, "no players left: pull released");
-            let filter =
-                RelayFilter { direction: Some(Direction::Pull), local_stream_name: Some(name), ..Default::default() };
+            let why = if stale.contains(&name) { "origin lost" } else { "no players left" };
+            tracing::info!(stream = %name, reason = why, "pull released");
+            if stale.contains(&name) && self.warm.lock().unwrap_or_else(|p| p.into_inner()).contains(&name) {
+                self.warm.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            }
+            self.releasing.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+            let filter = RelayFilter {
+                direction: Some(Direction::Pull),
+                local_stream_name: Some(name.clone()),
+                ..Default::default()
+            };
             let _ = self.relays.terminate(&filter).await;
+            self.releasing.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
         }
     }
 
@@ -241,6 +264,13 @@ impl Cluster {
     }
 
     async fn pull_alone(&self, name: &str) -> Result<(), String> {
+        // A pull of this name on its way out still publishes it: wait until it is gone.
+        for _ in 0..200 {
+            if !self.releasing.lock().unwrap_or_else(|p| p.into_inner()).contains(name) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if self.hub.is_published(name) {
             return Ok(());
         }
