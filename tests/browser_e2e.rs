@@ -217,6 +217,44 @@ fn official_player_on_an_edge_plays_a_stream_published_on_an_origin() {
     assert!(code == 200 && relays.contains("\"direction\":\"pull\""), "the edge did not pull: {relays}");
 }
 
+/// The Relay console on an edge shows the cluster: both nodes, the origin with its stream.
+#[test]
+fn relay_console_shows_the_cluster() {
+    if skip() {
+        return;
+    }
+    let nats = hopcast::testkit::process::NatsServer::start();
+    let cdn = |role: &str| {
+        Server::start(&[
+            "--set",
+            "cdn_enabled=true",
+            "--set",
+            &format!("cdn_role={role}"),
+            "--set",
+            &format!("cdn.nats_url={}", nats.url),
+        ])
+    };
+    let (origin, edge) = (cdn("origin"), cdn("edge"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (media, _events) = rt.block_on(async { hopcast::testkit::client_media() });
+    let _publisher = rt.block_on(common::publish_source(&origin, &media, "on-origin"));
+    let out = artifacts("cluster_page");
+    let args = [
+        "--http".to_string(),
+        format!("http://127.0.0.1:{}", edge.http),
+        "--nodes".into(),
+        "2".into(),
+        "--stream".into(),
+        "on-origin".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let result = run_scenario("cluster_page.mjs", &args);
+    let rows = result["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r.as_str().unwrap().contains("origin")), "{result}");
+    assert!(rows.iter().any(|r| r.as_str().unwrap().contains("edge")), "{result}");
+}
+
 /// The built-in web apps, clicked through as a user would: Two Way Streaming, Player
 /// with live figures, the Relay console pushing to a second server (played there), and
 /// Terminate. Screenshots land in target/test-artifacts/pages/.

@@ -1,5 +1,6 @@
 // Relay console: start relays with /pull/push and /pull/pull, list and terminate them
-// (/pull/find_all, /pull/terminate), and list this server's streams (/stream/find_all).
+// (/pull/find_all, /pull/terminate), list this server's streams (/stream/find_all) and
+// the cluster's nodes as this node hears them (/cdn/show_nodes).
 // Tables refresh every 2 s; rows are updated in place so a button is never replaced
 // under the pointer.
 import { rest } from './hopcast.js';
@@ -149,10 +150,19 @@ const streamColumns = [
   { label: 'mediaSessionId', className: 'mono', update: (td, s) => setText(td, s.mediaSessionId) },
 ];
 
-// 404 is how the server says "none"; other failures are shown in the table.
+const clusterColumns = [
+  { label: 'Node', className: 'mono', update: (td, n) => setText(td, n.id.slice(0, 8)) },
+  { label: 'Role', update: (td, n) => setText(td, [n.origin && 'origin', n.edge && 'edge'].filter(Boolean).join(', ')) },
+  { label: 'URI', className: 'mono', update: (td, n) => setText(td, n.uri) },
+  { label: 'Streams', className: 'mono', update: (td, n) => setText(td, n.streams.join(', ') || '–') },
+  { label: 'Players', update: (td, n) => setText(td, String(n.players)) },
+];
+
+// 404 is how the server says "none" (or, for the cluster, that it is off: its text
+// says which); other failures are shown in the table.
 async function list(method) {
   const answer = await rest(method);
-  if (answer.status === 404) return { items: [] };
+  if (answer.status === 404) return { items: [], none: answer.body?.error };
   if (answer.status !== 200 || !Array.isArray(answer.body)) {
     return { error: answer.body?.error || `HTTP ${answer.status}` };
   }
@@ -161,8 +171,9 @@ async function list(method) {
 
 async function refreshOne(method, table, key, columns, none, hint) {
   try {
-    const { items, error } = await list(method);
-    sync($(table).tBodies[0], items || [], key, columns, error ? `Error: ${error}` : none);
+    const { items, error, none: why } = await list(method);
+    const empty = method.startsWith('cdn/') && why ? why : none;
+    sync($(table).tBodies[0], items || [], key, columns, error ? `Error: ${error}` : empty);
     $(hint).textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     $(hint).textContent = `server unreachable (${e.message})`;
@@ -182,6 +193,7 @@ async function refresh() {
         relayColumns, 'No relays', 'relaysUpdated'),
       refreshOne('stream/find_all', 'streamsTable', (s) => s.mediaSessionId,
         streamColumns, 'No streams', 'streamsUpdated'),
+      refreshOne('cdn/show_nodes', 'clusterTable', (n) => n.id, clusterColumns, 'No nodes', 'clusterUpdated'),
     ]);
   } finally {
     busy = false;

@@ -125,6 +125,8 @@ try {
   await relay.waitForFunction((want) => [...document.querySelectorAll('#streamsTable tbody tr[data-key]')]
     .some((tr) => tr.cells[0].textContent === want && tr.cells[1].textContent === 'published'), name, { timeout: 10000 });
   step('relay: streams table lists the published stream');
+  await waitForText(relay, '#clusterTable', 'The cluster is off');
+  step('relay: the cluster card says the cluster is off');
 
   const player2 = await open('player2', `${opts.http2}/player.html`);
   await defaultUrl(player2, '#url', opts.ws2);
