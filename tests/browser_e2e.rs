@@ -199,16 +199,7 @@ fn official_player_on_an_edge_plays_a_stream_published_on_an_origin() {
         return;
     }
     let nats = hopcast::testkit::process::NatsServer::start();
-    let cdn = |role: &str| {
-        Server::start(&[
-            "--set",
-            "cdn_enabled=true",
-            "--set",
-            &format!("cdn_role={role}"),
-            "--set",
-            &format!("cdn.nats_url={}", nats.url),
-        ])
-    };
+    let cdn = |role: &str| common::cdn_node(&nats.url, role, &[]);
     let (origin, edge) = (cdn("origin"), cdn("edge"));
     let ws = edge.ws_url();
     let result = publish_play("cluster_edge", &origin, &["--play-ws", &ws]);
@@ -224,16 +215,7 @@ fn relay_console_shows_the_cluster() {
         return;
     }
     let nats = hopcast::testkit::process::NatsServer::start();
-    let cdn = |role: &str| {
-        Server::start(&[
-            "--set",
-            "cdn_enabled=true",
-            "--set",
-            &format!("cdn_role={role}"),
-            "--set",
-            &format!("cdn.nats_url={}", nats.url),
-        ])
-    };
+    let cdn = |role: &str| common::cdn_node(&nats.url, role, &[]);
     let (origin, edge) = (cdn("origin"), cdn("edge"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (media, _events) = rt.block_on(async { hopcast::testkit::client_media() });

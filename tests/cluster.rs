@@ -19,18 +19,8 @@ fn node(nats: &Nats, role: &str) -> Server {
 
 /// A node keeping pulls `linger_ms` after their last player.
 fn node_lingering(nats: &Nats, role: &str, linger_ms: u64) -> Server {
-    Server::start(&[
-        "--set",
-        "cdn_enabled=true",
-        "--set",
-        &format!("cdn_role={role}"),
-        "--set",
-        &format!("cdn.nats_url={}", nats.url),
-        "--set",
-        "cdn_nodes_timeout=2",
-        "--set",
-        &format!("cdn.pull_linger_ms={linger_ms}"),
-    ])
+    let linger = format!("cdn.pull_linger_ms={linger_ms}");
+    cdn_node(&nats.url, role, &["--set", "cdn_nodes_timeout=2", "--set", &linger])
 }
 
 fn get(server: &Server, path: &str) -> (u16, Value) {

@@ -207,3 +207,12 @@ pub async fn assert_plays(server: &Server, media: &MediaHandle, name: &str, sour
     assert!(video >= 90 && audio >= 90, "{name}: video {video}, audio {audio} of 100 each");
     player.stop();
 }
+
+/// A cluster node (`cdn_role=role`) meeting on the NATS server at `nats_url`, with
+/// `extra` flags.
+pub fn cdn_node(nats_url: &str, role: &str, extra: &[&str]) -> Server {
+    let (role, nats) = (format!("cdn_role={role}"), format!("cdn.nats_url={nats_url}"));
+    let mut args = vec!["--set", "cdn_enabled=true", "--set", &role, "--set", &nats];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
