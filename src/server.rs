@@ -107,7 +107,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     let https = listen(config.https_port, "https").await?;
     let addrs = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     let cluster = match config.cdn.clone() {
-        Some(cdn) => Some(Cluster::start(cdn, addrs(&ws)?.port(), hub.clone(), relays.clone()).await),
+        Some(cdn) => Some(Cluster::start(cdn, addrs(&ws)?.port(), hub.clone(), relays.clone()).await?),
         None => None,
     };
     let api = rest::routes(hub.clone(), relays.clone(), cluster.clone(), config.cors_origins.clone());

@@ -192,6 +192,13 @@ async fn a_node_whose_nats_is_unreachable_starts_and_serves_alone() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cdn_role"));
+    // And a NATS URL that does not parse stops the start with the key's name.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_hopcast"))
+        .args(["--set", "cdn_enabled=true", "--set", "cdn.nats_url=nats://[not-a-host"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cdn.nats_url"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

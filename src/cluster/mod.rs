@@ -51,11 +51,21 @@ pub struct Cluster {
 
 impl Cluster {
     /// Join the cluster. The node starts even when NATS is unreachable: it logs that it
-    /// is not in the cluster yet, and joins when NATS answers.
-    pub async fn start(config: Cdn, ws_port: u16, hub: Arc<Hub>, relays: Arc<RelayManager>) -> Arc<Cluster> {
+    /// is not in the cluster yet, and joins when NATS answers. A NATS URL that does not
+    /// parse stops the start.
+    pub async fn start(
+        config: Cdn,
+        ws_port: u16,
+        hub: Arc<Hub>,
+        relays: Arc<RelayManager>,
+    ) -> Result<Arc<Cluster>, String> {
         let id = uuid::Uuid::new_v4().to_string();
         let uri = format!("ws://{}/", std::net::SocketAddr::new(config.ip, ws_port));
-        let urls: Vec<async_nats::ServerAddr> = config.nats_urls.iter().filter_map(|u| u.parse().ok()).collect();
+        let urls = config
+            .nats_urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| format!("cdn.nats_url: '{u}': {e}")))
+            .collect::<Result<Vec<_>, String>>()?;
         let nats = async_nats::ConnectOptions::new()
             .name(format!("hopcast {id}"))
             .retry_on_initial_connect()
@@ -63,7 +73,7 @@ impl Cluster {
             .event_callback(|event| async move { tracing::info!(%event, "NATS") })
             .connect(urls)
             .await
-            .expect("retrying NATS connect does not fail");
+            .map_err(|e| format!("cdn.nats_url: {e}"))?;
         let directory = Mutex::new(Directory::new(id.clone(), config.nodes_timeout));
         let cluster = Arc::new(Cluster {
             id,
@@ -84,7 +94,7 @@ impl Cluster {
         if cluster.config.edge {
             hub.set_fetcher(cluster.clone());
         }
-        cluster
+        Ok(cluster)
     }
 
     pub fn id(&self) -> &str {
