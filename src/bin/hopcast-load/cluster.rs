@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::common::*;
 
-pub async fn run(trials: usize) {
+pub async fn run(trials: usize, players: usize, seconds: u64) {
     let nats = NatsServer::start();
     let settings = |role: &str| {
         vec![
@@ -37,6 +37,13 @@ pub async fn run(trials: usize) {
     let (_rec_tx, rec_rx) = watch::channel(false);
     let (_done_tx, done_rx) = watch::channel(false);
     let _publisher = client.publish(&origin.ws_url(), "cluster-src", 600_000, stop_rx).await;
+
+    if players > 0 {
+        let (one, cluster) = cost(&client, &origin, &edges, players, seconds).await;
+        println!(
+            "cluster: {players} players: {cluster:.1} µs of CPU (all 4 servers) per packet delivered, against {one:.1} µs on one server (same players, same run)"
+        );
+    }
 
     let (mut keyframe, mut packet) = (Vec::new(), Vec::new());
     for i in 0..trials {
@@ -69,4 +76,45 @@ pub async fn run(trials: usize) {
         pct(&mut keyframe, 100.0),
         keyframe.len()
     );
+}
+
+/// Server CPU per packet a player received: all of them on the origin, then spread over
+/// the edges (CPU of all four servers summed). Returns (one server, cluster), µs.
+async fn cost(
+    client: &Client,
+    origin: &hopcast::testkit::process::ServerProcess,
+    edges: &[hopcast::testkit::process::ServerProcess],
+    players: usize,
+    seconds: u64,
+) -> (f64, f64) {
+    let servers: Vec<&hopcast::testkit::process::ServerProcess> = std::iter::once(origin).chain(edges).collect();
+    let mut results = Vec::new();
+    for spread in [false, true] {
+        let (rec_tx, rec_rx) = watch::channel(false);
+        let (done_tx, done_rx) = watch::channel(false);
+        let mut all = Vec::new();
+        for i in 0..players {
+            let url = if spread { edges[i % edges.len()].ws_url() } else { origin.ws_url() };
+            match play(client, &url, "cluster-src", rec_rx.clone(), done_rx.clone()).await {
+                Ok(p) => all.push(p),
+                Err(e) => eprintln!("\nplayer failed: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cpu0: Duration = servers.iter().filter_map(|s| s.cpu_time()).sum();
+        let _ = rec_tx.send(true);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let _ = rec_tx.send(false);
+        let cpu = servers.iter().filter_map(|s| s.cpu_time()).sum::<Duration>().saturating_sub(cpu0);
+        let _ = done_tx.send(true);
+        let mut packets = 0;
+        for p in all {
+            packets += p.stats.await.unwrap_or_default().packets;
+            p.stream.stop();
+            p.session.close();
+        }
+        results.push(cpu.as_secs_f64() * 1e6 / packets.max(1) as f64);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    (results[0], results[1])
 }

@@ -59,6 +59,11 @@ enum Command {
     Cluster {
         #[arg(long, default_value_t = 20)]
         trials: usize,
+        /// Players for the CPU comparison with one server (0: skip it).
+        #[arg(long, default_value_t = 60)]
+        players: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Memory given back after a flood of players and sessions (RSS before, peak, after).
     Flood {
@@ -115,7 +120,7 @@ fn main() {
             Command::Relay(b) => relay::run(b.seconds, b.bitrate, 5, &b.csv).await,
             Command::Setup(b) => setup::run(20, 200, &b.csv).await,
             Command::Router { players, packets } => router_bench::run(players, packets),
-            Command::Cluster { trials } => cluster::run(trials).await,
+            Command::Cluster { trials, players, seconds } => cluster::run(trials, players, seconds).await,
             Command::Flood { players, sessions, set } => {
                 let _ = common::SERVER_SETTINGS.set(set);
                 flood::run(players, sessions).await
@@ -126,7 +131,7 @@ fn main() {
                 relay::run(1, b.bitrate, 1, &b.csv).await;
                 setup::run(2, 4, &b.csv).await;
                 router_bench::run(2, 50);
-                cluster::run(2).await;
+                cluster::run(2, 2, 1).await;
             }
         }
     });
