@@ -204,8 +204,10 @@ fn official_player_on_an_edge_plays_a_stream_published_on_an_origin() {
     let ws = edge.ws_url();
     let result = publish_play("cluster_edge", &origin, &["--play-ws", &ws]);
     assert!(result.get("relay").is_none(), "no REST call: {result}");
-    let (code, relays) = common::http(edge.http, "GET", "/rest-api/pull/find_all", None);
-    assert!(code == 200 && relays.contains("\"direction\":\"pull\""), "the edge did not pull: {relays}");
+    // The pull itself may be gone already: the publisher left with the browsers, and the
+    // edge drops a pull whose stream is gone. Its log keeps the record.
+    let log = std::fs::read_to_string(&edge.log).unwrap();
+    assert!(log.contains("pulling for a player") && log.contains("relay established"), "the edge did not pull");
 }
 
 /// The Relay console on an edge shows the cluster: both nodes, the origin with its stream.

@@ -143,8 +143,8 @@ impl Cluster {
         }
     }
 
-    /// Announce this node every second and whenever its streams change; expire silent
-    /// nodes; release pulls nobody plays any more.
+    /// Announce this node every second and whenever its streams change; then expire
+    /// silent nodes and release pulls nobody plays any more.
     async fn announce(self: Arc<Self>) {
         let subject = format!("{SUBJECT_PREFIX}{}", self.id);
         let mut last: Option<(Vec<String>, Instant)> = None;
@@ -172,8 +172,9 @@ impl Cluster {
                 for gone in self.directory().expire(now) {
                     tracing::info!(node = %gone, "node left the cluster (silent)");
                 }
+                // Once a second at most: it looks at every pull and its players.
+                self.release_unplayed(now).await;
             }
-            self.release_unplayed(now).await;
         }
     }
 
