@@ -151,7 +151,7 @@ fn trim_memory_after_sessions_end(hub: Arc<Hub>) {
         let mut last = 0;
         loop {
             tick.tick().await;
-            let open = hub.counts().sessions;
+            let open = hub.session_count();
             if open < last {
                 // SAFETY: malloc_trim only releases free pages of the allocator's arenas.
                 let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;

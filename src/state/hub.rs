@@ -106,7 +106,7 @@ impl Hub {
     pub fn counts(&self) -> Counts {
         let (sessions, streams) = {
             let registry = self.registry();
-            (registry.sessions().count(), registry.find(&StreamFilter::default()).len())
+            (registry.sessions().count(), registry.stream_count())
         };
         Counts {
             sessions,
@@ -115,6 +115,11 @@ impl Hub {
             refused_connections: self.connections.refused(),
             refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
         }
+    }
+
+    /// Sessions open now (cheap: no listing is built).
+    pub fn session_count(&self) -> usize {
+        self.registry().sessions().count()
     }
 
     /// Every session, for `/connection/find_all`, sorted by id.

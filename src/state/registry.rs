@@ -152,6 +152,10 @@ impl Registry {
         self.sessions.get(id)
     }
 
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()
     }
