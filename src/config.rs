@@ -79,6 +79,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "NATS server(s) the cluster meets on (comma-separated, for a NATS cluster)",
     ),
     ("cdn.pull_linger_ms", "5000", "milliseconds an edge keeps a pulled stream after its last player left"),
+    (
+        "cdn.pull_hold_ms",
+        "30000",
+        "milliseconds an edge's players wait for a stream whose origin was lost to reappear in the cluster",
+    ),
     ("memory.trim", "true", "give freed heap back to the OS after sessions end (glibc malloc_trim)"),
 ];
 
@@ -123,6 +128,8 @@ pub struct Cdn {
     pub nodes_timeout: Duration,
     pub nats_urls: Vec<String>,
     pub pull_linger: Duration,
+    /// How long players of a pull whose origin was lost wait for the stream to come back.
+    pub pull_hold: Duration,
 }
 
 /// Bounds on what one client can make the server hold (README's "Limits" table).
@@ -305,6 +312,7 @@ impl Config {
                         nodes_timeout: Duration::from_secs(seconds),
                         nats_urls: urls,
                         pull_linger: Duration::from_millis(number("cdn.pull_linger_ms")?),
+                        pull_hold: Duration::from_millis(number("cdn.pull_hold_ms")?),
                     })
                 }
             },

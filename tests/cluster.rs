@@ -202,48 +202,38 @@ async fn a_node_whose_nats_is_unreachable_starts_and_serves_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_origin_dies_its_players_hear_it_and_the_stream_is_pulled_from_its_new_origin() {
+async fn an_origin_dies_its_players_wait_and_resume_from_the_new_origin() {
     let nats = Nats::start();
     // A linger far longer than the test: only the lost origin can release the pull.
     let (mut o1, o2, edge) = (node(&nats, "origin"), node(&nats, "origin"), node_lingering(&nats, "edge", 600_000));
     eventually("every node hears every other", || node_count(&edge) == 3).await;
     let ClientMedia { media, .. } = client_media();
-    let (_s1, _a, _p1) = publish_source(&o1, &media, "moving").await;
+    let (s1, _a, _p1) = publish_source(&o1, &media, "moving").await;
     let session = connect(&edge).await;
-    let mut player = session.play(&media, "moving", media.next_id()).await.unwrap();
+    let sink = media.next_id();
+    let mut tap = media.tap(sink);
+    let mut player = session.play(&media, "moving", sink).await.unwrap();
     player.wait_for(StreamStatus::Playing, Duration::from_secs(10)).await.unwrap();
+    let before = received_after(&media, s1, &mut tap, 1).await;
 
-    // The origin dies: the edge's player gets a final status with a reason, not silence.
+    // The origin dies: the edge's player hears PLAYBACK_PROBLEM with a reason, not
+    // silence, and not a final status: it waits for the stream to come back.
     o1.kill();
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match player.next_status().await {
-                Some(s) if s.status.is_final() => return s,
-                Some(_) => continue,
-                None => panic!("the player's session closed"),
-            }
-        }
-    })
-    .await
-    .expect("no final status for the edge's player");
-    assert!(ended.info.is_some_and(|i| !i.is_empty()), "no reason given");
+    let problem = player.wait_for(StreamStatus::PlaybackProblem, Duration::from_secs(20)).await.unwrap();
+    assert!(problem.info.is_some_and(|i| !i.is_empty()), "no reason given");
 
-    // The stream comes back on the other origin: a player on the edge gets it from there.
+    // The stream comes back on the other origin: the same player resumes, no new play,
+    // and its sequence numbers go on from where they stopped.
     let (source, _b, _p2) = publish_source(&o2, &media, "moving").await;
-    let mut plays = false;
-    for _ in 0..40 {
-        let session = connect(&edge).await;
-        if let Ok(mut p) = session.play(&media, "moving", media.next_id()).await {
-            if p.wait_for(StreamStatus::Playing, Duration::from_secs(5)).await.is_ok() {
-                p.stop();
-                plays = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(plays, "the edge never pulled the stream from its new origin");
-    assert_plays(&edge, &media, "moving", source, 1).await;
+    player.wait_for(StreamStatus::Playing, Duration::from_secs(20)).await.unwrap();
+    let after = received_after(&media, source, &mut tap, 1).await;
+    assert!(after.first > before.last && after.first <= before.last + 50, "{before:?} then {after:?}");
+    let (_, relays) = get(&edge, "/rest-api/pull/find_all");
+    assert_eq!(relays[0]["uri"].as_str(), Some(o2.ws_url().as_str()), "{relays}");
+    assert!(relays[0]["reconnects"].as_u64() >= Some(1), "{relays}");
+
+    // A player joining now plays too.
+    assert_plays(&edge, &media, "moving", source, 1000).await;
     let (_, relays) = get(&edge, "/rest-api/pull/find_all");
     assert_eq!(relays[0]["uri"].as_str(), Some(o2.ws_url().as_str()), "{relays}");
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hopcast::media::{MediaEvent, StreamKey};
+use hopcast::wcs::protocol::{reason, StreamStatus};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -179,27 +180,57 @@ fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Arguments that give a server the same ports each time it is started.
+fn fixed_ports() -> Vec<String> {
+    let media_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let flags = ["--ws-port", "--wss-port", "--http-port", "--https-port"];
+    let mut args: Vec<String> = flags.iter().flat_map(|f| [f.to_string(), free_tcp_port().to_string()]).collect();
+    args.extend(["--media-port".to_string(), media_port.to_string()]);
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_of_a_pull_wait_while_the_remote_is_gone_and_resume_with_it() {
+    let args = fixed_ports();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut s1, s2) = (Server::start_with_ports(&a, &[]), Server::start(&FAST_RECONNECT));
+    let cm = client_media();
+    let (first, _a, _p1) = publish_source(&s1, &cm.media, "far").await;
+    let body = format!(r#"{{"uri":"{}","remoteStreamName":"far","localStreamName":"near"}}"#, s1.ws_url());
+    assert_eq!(rest(&s2, "pull/pull", &body).0, 200);
+    let session = connect(&s2).await;
+    let sink = cm.media.next_id();
+    let mut tap = cm.media.tap(sink);
+    let mut player = session.play(&cm.media, "near", sink).await.unwrap();
+    player.wait_for(StreamStatus::Playing, WAIT).await.unwrap();
+    let before = received_after(&cm.media, first, &mut tap, 1).await;
+
+    // The remote server dies: the player is told, and stays.
+    s1.kill();
+    let problem = player.wait_for(StreamStatus::PlaybackProblem, WAIT).await.unwrap();
+    assert!(problem.info.is_some_and(|i| !i.is_empty()), "no reason given");
+    assert_eq!(stream_status(&s2, "near").as_deref(), Some("PENDING"));
+
+    // It comes back and the stream is published there again: the relay resumes, and
+    // the same player plays on, its sequence numbers going on from where they stopped.
+    let s1 = Server::start_with_ports(&a, &[]);
+    let (second, _b, p2) = publish_source(&s1, &cm.media, "far").await;
+    player.wait_for(StreamStatus::Playing, Duration::from_secs(20)).await.unwrap();
+    let after = received_after(&cm.media, second, &mut tap, 1).await;
+    assert!(after.first > before.last && after.first <= before.last + 50, "{before:?} then {after:?}");
+    assert_eq!(stream_status(&s2, "near").as_deref(), Some("PUBLISHING"));
+
+    // The publisher stops: the stream has ended there, so it ends here, with the reason.
+    p2.stop();
+    let ended = player.wait_for(StreamStatus::Stopped, WAIT).await.unwrap();
+    assert_eq!(ended.info.as_deref(), Some(reason::PUBLISHER_STOP));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_heals_after_the_remote_server_restarts() {
     let s1 = Server::start(&FAST_RECONNECT);
-    let ports: Vec<String> = (0..4).map(|_| free_tcp_port().to_string()).collect();
-    let media_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let args = |p: &Vec<String>| {
-        vec![
-            "--ws-port".to_string(),
-            p[0].clone(),
-            "--wss-port".into(),
-            p[1].clone(),
-            "--http-port".into(),
-            p[2].clone(),
-            "--https-port".into(),
-            p[3].clone(),
-            "--media-port".into(),
-            media_port.clone(),
-        ]
-    };
-    let a = args(&ports);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let args = fixed_ports();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut s2 = Server::start_with_ports(&a, &[]);
     let cm = client_media();
     let (source, _session, _published) = publish_source(&s1, &cm.media, "live").await;

@@ -6,7 +6,8 @@
 //! [`Directory`] of what it hears. Records expire with their node's silence, so a
 //! NATS restart loses nothing once nodes speak again. Pulls are ordinary relays
 //! (`relay`), shared by every player of a name on the edge and released after the last
-//! one left.
+//! one left. A pull whose origin is lost holds its players (PLAYBACK_PROBLEM) and
+//! follows the stream to whichever origin has it next; they resume without a new play.
 
 pub mod directory;
 
@@ -29,6 +30,9 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// How long a play waits for an origin of a name it does not know yet to be heard of.
 const LOOKUP_WAIT: Duration = Duration::from_millis(1500);
+/// What an edge's players are told when their stream's origin is gone and no other
+/// origin took the stream over within `cdn.pull_hold_ms`.
+const ORIGIN_LOST: &str = "Stopped by origin lost: the stream is no longer published in the cluster";
 
 pub struct Cluster {
     id: String,
@@ -43,6 +47,8 @@ pub struct Cluster {
     pulls: Mutex<HashMap<String, Option<Instant>>>,
     /// Pulls warmed up by REST: kept without players, until no origin has the stream.
     warm: Mutex<std::collections::HashSet<String>>,
+    /// Lost pulls whose stream no origin has, since when.
+    lost: Mutex<HashMap<String, Instant>>,
     /// Pulls being terminated: their local stream is still there, but going.
     releasing: Mutex<std::collections::HashSet<String>>,
     /// One fetch per name at a time: players of one name share one pull.
@@ -85,6 +91,7 @@ impl Cluster {
             nats,
             pulls: Mutex::default(),
             warm: Mutex::default(),
+            lost: Mutex::default(),
             releasing: Mutex::default(),
             fetching: Mutex::default(),
         });
@@ -186,24 +193,44 @@ impl Cluster {
         Ok(())
     }
 
-    /// Terminate pulls whose last player left longer than the linger ago, warm ones no
-    /// origin has any more, and lost ones whose stream is now elsewhere (or nowhere): the
-    /// next player looks the origin up again instead of waiting on a dead one.
+    /// Release pulls whose last player left longer than the linger ago, and lost ones
+    /// whose stream no origin has had for `cdn.pull_hold_ms`; point lost ones whose
+    /// stream is on another origin now at it (their players resume). Warm pulls are kept
+    /// while an origin has their stream.
     async fn release_unplayed(&self, now: Instant) {
         let pulled = self.relays.find(&RelayFilter { direction: Some(Direction::Pull), ..Default::default() });
-        let (cold, stale): (Vec<String>, Vec<String>) = {
+        let ours: Vec<String> = self.pulls.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let (mut moved, mut gone) = (Vec::new(), Vec::new());
+        {
             let directory = self.directory();
-            let stale = pulled
+            let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            let failed: Vec<_> = pulled
                 .iter()
-                .filter(|r| r.status == StreamStatus::Failed)
-                .filter(|r| directory.origin_of(&r.local_stream_name).map(|a| a.uri.as_str()) != Some(r.uri.as_str()))
-                .map(|r| r.local_stream_name.clone())
+                .filter(|r| r.status == StreamStatus::Failed && ours.contains(&r.local_stream_name))
                 .collect();
-            let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-            let cold = warm.iter().filter(|n| directory.origin_of(n).is_none()).cloned().collect();
-            warm.retain(|n| directory.origin_of(n).is_some());
-            (cold, stale)
-        };
+            lost.retain(|name, _| failed.iter().any(|r| r.local_stream_name == *name));
+            for r in failed {
+                let name = &r.local_stream_name;
+                match directory.origin_of(name) {
+                    Some(origin) => {
+                        lost.remove(name);
+                        if origin.uri != r.uri {
+                            moved.push((name.clone(), origin.uri.clone()));
+                        }
+                    }
+                    None => {
+                        if now.duration_since(*lost.entry(name.clone()).or_insert(now)) >= self.config.pull_hold {
+                            gone.push(name.clone());
+                        }
+                    }
+                }
+            }
+            self.warm.lock().unwrap_or_else(|p| p.into_inner()).retain(|n| directory.origin_of(n).is_some());
+        }
+        for (name, uri) in moved {
+            tracing::info!(stream = %name, origin = %uri, "the stream moved to another origin: pulling from there");
+            let _ = self.relays.retarget(&Self::pull_of(&name), &uri);
+        }
         let expired: Vec<String> = {
             let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,9 +242,7 @@ impl Cluster {
             let expired: Vec<String> = pulls
                 .iter()
                 .filter(|(n, idle)| {
-                    cold.contains(n)
-                        || stale.contains(n)
-                        || (!warm.contains(*n) && idle.is_some_and(|t| now.duration_since(t) >= linger))
+                    gone.contains(n) || (!warm.contains(*n) && idle.is_some_and(|t| now.duration_since(t) >= linger))
                 })
                 .map(|(n, _)| n.clone())
                 .collect();
@@ -227,19 +252,19 @@ impl Cluster {
             expired
         };
         for name in expired {
-            let why = if stale.contains(&name) { "origin lost" } else { "no players left" };
+            let why = if gone.contains(&name) { ORIGIN_LOST } else { "Stopped: no players left" };
             tracing::info!(stream = %name, reason = why, "pull released");
-            if stale.contains(&name) && self.warm.lock().unwrap_or_else(|p| p.into_inner()).contains(&name) {
-                self.warm.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
-            }
             self.releasing.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
-            let filter = RelayFilter {
-                direction: Some(Direction::Pull),
-                local_stream_name: Some(name.clone()),
-                ..Default::default()
-            };
-            let _ = self.relays.terminate(&filter).await;
+            let _ = self.relays.terminate_because(&Self::pull_of(&name), why).await;
             self.releasing.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+        }
+    }
+
+    fn pull_of(name: &str) -> RelayFilter {
+        RelayFilter {
+            direction: Some(Direction::Pull),
+            local_stream_name: Some(name.to_string()),
+            ..Default::default()
         }
     }
 

@@ -56,6 +56,13 @@ pub fn pt_map(stream_codecs: &[PayloadParams], kind: MediaKind, accepted: &[Payl
         .collect()
 }
 
+/// The RTP clock rate of the stream's codecs of `kind` (90 kHz for video, 48 kHz for
+/// Opus; the first codec's when there are several, which share a rate in practice).
+pub fn clock_rate(stream_codecs: &[PayloadParams], kind: MediaKind) -> u32 {
+    let first = stream_codecs.iter().find(|s| s.spec().codec.kind() == kind);
+    first.map_or(if kind == MediaKind::Video { 90_000 } else { 48_000 }, |s| s.spec().clock_rate.get())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -35,6 +35,7 @@ impl SourcePacket {
             marker: true,
             payload: payload.into(),
             arrival,
+            source: 0,
         }
     }
 }

@@ -263,6 +263,7 @@ impl Peer {
                     marker: pkt.header.marker,
                     payload: pkt.payload,
                     arrival: pkt.timestamp,
+                    source: 0,
                 }))
             }
             Event::KeyframeRequest(req) if matches!(self.role, Role::Consumer(_)) => {

@@ -28,6 +28,10 @@ impl Pipes {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Queue `packet` for every open pipe.
     pub fn send(&self, key: StreamKey, packet: &SourcePacket, out: &mut Vec<Piped>) {
         for &(thread, _) in &self.0 {

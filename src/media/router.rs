@@ -56,6 +56,9 @@ pub struct SourcePacket {
     pub marker: bool,
     pub payload: Arc<[u8]>,
     pub arrival: Instant,
+    /// Which producer fed it (0 for direct sources): a new producer behind the same
+    /// stream is a new source, and consumers carry their numbering over to it.
+    pub source: u64,
 }
 
 /// Something the rest of the server must hear about.
@@ -226,8 +229,13 @@ impl Router {
         tracing::debug!(peer = id, mids = ?peer.mids, codecs = ?negotiated.iter().map(|(m, k, p)| (m, k, p.len())).collect::<Vec<_>>(), "negotiated");
         match peer.role {
             Role::Producer(key) => {
+                let codecs: Vec<PayloadParams> = negotiated.into_iter().flat_map(|(_, _, p)| p).collect();
                 let stream = self.streams.entry(key).or_default();
-                stream.codecs = negotiated.into_iter().flat_map(|(_, _, p)| p).collect();
+                let replaced = !stream.codecs.is_empty() && stream.codecs != codecs;
+                stream.codecs = codecs;
+                if replaced {
+                    self.remap_consumers(key);
+                }
                 Ok(())
             }
             Role::Consumer(key) => {
@@ -235,7 +243,12 @@ impl Router {
                 peer.tracks = negotiated
                     .into_iter()
                     .map(|(mid, kind, accepted)| {
-                        ConsumerTrack::new(mid, kind, codecs::pt_map(&source, kind, &accepted))
+                        ConsumerTrack::new(
+                            mid,
+                            kind,
+                            codecs::pt_map(&source, kind, &accepted),
+                            codecs::clock_rate(&source, kind),
+                        )
                     })
                     .collect();
                 let source_kinds = |k: MediaKind| source.iter().any(|s| s.spec().codec.kind() == k);
@@ -246,6 +259,21 @@ impl Router {
                     return Err(MediaError::NoCommonCodecs);
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// A new producer numbers its codecs differently: map every consumer of `key` here
+    /// again (a consumer that can take none of them receives nothing until it leaves).
+    fn remap_consumers(&mut self, key: StreamKey) {
+        let Some(stream) = self.streams.get(&key) else { return };
+        let source = stream.codecs.clone();
+        for cid in stream.consumers.clone() {
+            let Some(peer) = self.peers.get_mut(&cid) else { continue };
+            for (mid, kind, accepted) in peer.negotiated() {
+                if let Some(track) = peer.tracks.iter_mut().find(|t| t.mid == mid) {
+                    track.pt_map = codecs::pt_map(&source, kind, &accepted);
+                }
             }
         }
     }
@@ -453,8 +481,15 @@ impl Router {
             match (event, role) {
                 (PeerEvent::Connected, _) => {
                     self.events.push_back(MediaEvent::Connected { peer: id });
-                    if let Role::Consumer(key) = role {
-                        self.request_keyframe(key, KeyframeRequestKind::Pli, now);
+                    match role {
+                        Role::Consumer(key) => self.request_keyframe(key, KeyframeRequestKind::Pli, now),
+                        // A producer taking over a stream that has consumers: they need a
+                        // keyframe of the new source before they can show it.
+                        Role::Producer(key) => {
+                            if self.streams.get(&key).is_some_and(|s| !s.consumers.is_empty() || !s.pipes.is_empty()) {
+                                self.request_keyframe(key, KeyframeRequestKind::Pli, now);
+                            }
+                        }
                     }
                 }
                 (PeerEvent::Failed(cause), _) => self.fail_peer(id, cause, now),
@@ -462,8 +497,9 @@ impl Router {
                     self.events.push_back(MediaEvent::Closed { peer: id });
                     self.remove_peer(id, false, now);
                 }
-                (PeerEvent::Packet(packet), Role::Producer(key)) => {
+                (PeerEvent::Packet(mut packet), Role::Producer(key)) => {
                     self.stats.packets_in += 1;
+                    packet.source = id;
                     self.forward(key, &packet);
                 }
                 (PeerEvent::KeyframeRequest(kind), Role::Consumer(key)) => self.request_keyframe(key, kind, now),

@@ -25,14 +25,17 @@ enum Outcome {
     SourceEnded(String),
     /// The attempt failed or the established relay was lost.
     Lost(String),
+    /// Pull: the remote stream ended there (its publisher stopped): so does ours.
+    RemoteEnded(String),
 }
 
 pub(crate) struct Agent {
     hub: Arc<Hub>,
     relay: Arc<Relay>,
     relays: RelayList,
-    url: String,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// `wcs_agent_ssl`, and the trust for wss://.
+    ssl: bool,
+    tls: Arc<rustls::ClientConfig>,
     reconnect_max: Duration,
     terminate: watch::Receiver<bool>,
     /// Answers the REST call after the first attempt.
@@ -47,20 +50,18 @@ impl Agent {
         relay: Arc<Relay>,
         relays: RelayList,
         config: &AgentConfig,
-        url: String,
         first: oneshot::Sender<Result<(), String>>,
     ) -> Self {
         let info = relay.info();
         let label = format!("relay {:?} {} -> {}", info.direction, info.local_stream_name, info.uri);
         let (session, outbox) = hub.open_internal_session(label);
-        let tls = url.starts_with("wss://").then(|| config.tls.clone());
         let terminate = relay.terminate.subscribe();
         Agent {
             hub,
             relay,
             relays,
-            url,
-            tls,
+            ssl: config.ssl,
+            tls: config.tls.clone(),
             reconnect_max: config.reconnect_max,
             terminate,
             first: Some(first),
@@ -76,8 +77,8 @@ impl Agent {
             let outcome = self.attempt(&mut backoff).await;
             match outcome {
                 Outcome::Terminated => {
-                    tracing::info!("terminated");
-                    self.answer_first(Err(format!("terminated by /pull/terminate ({})", reason::REST_TERMINATE)));
+                    tracing::info!(reason = %self.relay.stop_reason(), "terminated");
+                    self.answer_first(Err(format!("terminated ({})", self.relay.stop_reason())));
                     break;
                 }
                 Outcome::SourceEnded(why) => {
@@ -86,7 +87,7 @@ impl Agent {
                     self.relays.lock().unwrap_or_else(|p| p.into_inner()).retain(|r| !Arc::ptr_eq(r, &self.relay));
                     break;
                 }
-                Outcome::Lost(why) => {
+                Outcome::Lost(why) | Outcome::RemoteEnded(why) => {
                     tracing::info!(reason = %why, "relay attempt failed");
                     self.relay.update(|i| {
                         i.status = StreamStatus::Failed;
@@ -101,6 +102,8 @@ impl Agent {
                     let mut terminate = self.terminate.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
+                        // Retargeted (a cluster pull whose stream is elsewhere now): go at once.
+                        _ = self.relay.wake.notified() => {}
                         _ = terminate.wait_for(|t| *t) => break,
                     }
                     self.relay.update(|i| i.reconnects += 1);
@@ -126,7 +129,13 @@ impl Agent {
         while self.outbox.try_recv().is_some() {}
         let info = self.relay.info();
         let mut terminate = self.terminate.clone();
-        let connecting = SignalingClient::connect(&self.url, self.tls.clone());
+        // The URI is read at each attempt: a cluster pull may have been retargeted.
+        let url = match super::connect_url(&info.uri, self.ssl) {
+            Ok(url) => url,
+            Err(e) => return Outcome::Lost(e.to_string()),
+        };
+        let tls = url.starts_with("wss://").then(|| self.tls.clone());
+        let connecting = SignalingClient::connect(&url, tls);
         let client = tokio::select! {
             c = connecting => c,
             _ = Self::terminated(&mut terminate) => return Outcome::Terminated,
@@ -155,19 +164,29 @@ impl Agent {
                     }
                 }
             }
-            Direction::Pull => {
-                let key: StreamKey = media.next_id();
-                if let Err(why) =
-                    self.hub.register_publisher(&self.session, &local_id, &info.local_stream_name, peer, key)
-                {
-                    client.close();
-                    return Outcome::Lost(why.to_string());
+            // A stream held since the last attempt takes the new peer: its players stay.
+            Direction::Pull => match self.hub.resume_publisher(&local_id, peer) {
+                Some(key) => (Role::Producer(key), key),
+                None => {
+                    let key: StreamKey = media.next_id();
+                    if let Err(why) =
+                        self.hub.register_publisher(&self.session, &local_id, &info.local_stream_name, peer, key)
+                    {
+                        client.close();
+                        return Outcome::Lost(why.to_string());
+                    }
+                    (Role::Producer(key), key)
                 }
-                (Role::Producer(key), key)
-            }
+            },
         };
         tracing::debug!(peer, stream = local, "local leg registered");
-        let end_local = |hub: &Hub, why: &str| {
+        // A pull that was up once holds its local stream while it is lost (its players
+        // wait, and resume when the relay does); anything else ends it.
+        // (`lost` is only true once the relay was established: `first` answered.)
+        let end_local = |hub: &Hub, why: &str, lost: bool| {
+            if lost && info.direction == Direction::Pull {
+                return hub.hold_stream(&local_id, why);
+            }
             let status =
                 if info.direction == Direction::Push { StreamStatus::Stopped } else { StreamStatus::Unpublished };
             hub.end_stream(&local_id, status, why);
@@ -180,9 +199,10 @@ impl Agent {
         let mut stream = match started {
             Ok(s) => s,
             Err(e) => {
-                end_local(&self.hub, reason::ORIGIN_CONNECT);
+                let terminated = *self.terminate.borrow();
+                end_local(&self.hub, reason::ORIGIN_CONNECT, !terminated && self.first.is_none());
                 client.close();
-                if *self.terminate.borrow() {
+                if terminated {
                     return Outcome::Terminated;
                 }
                 return Outcome::Lost(e.to_string());
@@ -196,9 +216,10 @@ impl Agent {
         };
         if let Err(e) = established {
             stream.stop();
-            end_local(&self.hub, reason::ORIGIN_CONNECT);
+            let terminated = *self.terminate.borrow();
+            end_local(&self.hub, reason::ORIGIN_CONNECT, !terminated && self.first.is_none());
             client.close();
-            if *self.terminate.borrow() {
+            if terminated {
                 return Outcome::Terminated;
             }
             return Outcome::Lost(e.to_string());
@@ -215,11 +236,12 @@ impl Agent {
         // Unpublish on the remote and see it done before the relay counts as ended.
         stream.stop_and_wait(Duration::from_secs(2)).await;
         client.close();
-        let why = match &outcome {
-            Outcome::Terminated => reason::REST_TERMINATE.to_string(),
-            Outcome::SourceEnded(w) | Outcome::Lost(w) => w.clone(),
+        let (why, lost) = match &outcome {
+            Outcome::Terminated => (self.relay.stop_reason(), false),
+            Outcome::SourceEnded(w) | Outcome::RemoteEnded(w) => (w.clone(), false),
+            Outcome::Lost(w) => (w.clone(), true),
         };
-        end_local(&self.hub, &why);
+        end_local(&self.hub, &why, lost && self.first.is_none());
         outcome
     }
 
@@ -234,6 +256,13 @@ impl Agent {
             tokio::select! {
                 _ = Self::terminated(terminate) => return Outcome::Terminated,
                 local = self.outbox.recv() => match local {
+                    // Our pull's output held after its media failed: the relay is lost.
+                    Some(Outbound::Message(ServerMessage::StreamStatus(s)))
+                        if direction == Direction::Pull && s.published && s.status == StreamStatus::Pending =>
+                    {
+                        let why = s.info.unwrap_or_default();
+                        return Outcome::Lost(format!("local media lost: {why}"));
+                    }
                     Some(Outbound::Message(ServerMessage::StreamStatus(s))) if s.status.is_final() => {
                         let why = s.info.unwrap_or_else(|| format!("local stream {:?}", s.status));
                         return match direction {
@@ -246,6 +275,10 @@ impl Agent {
                     None => return Outcome::Terminated,
                 },
                 remote = stream.next_status() => match remote {
+                    // The publisher over there stopped: the stream has ended, not been lost.
+                    Some(s) if s.status.is_final() && s.info.as_deref() == Some(reason::PUBLISHER_STOP) => {
+                        return Outcome::RemoteEnded(reason::PUBLISHER_STOP.to_string());
+                    }
                     Some(s) if s.status.is_final() => {
                         let why = s.info.unwrap_or_default();
                         return Outcome::Lost(format!("remote stream {:?}: {why}", s.status));

@@ -132,6 +132,10 @@ pub struct RelayRequest {
 pub(crate) struct Relay {
     info: Mutex<RelayInfo>,
     terminate: watch::Sender<bool>,
+    /// What the local side is told when the relay is terminated.
+    stop_reason: Mutex<Option<String>>,
+    /// Cuts a reconnect backoff short (the relay was retargeted).
+    wake: tokio::sync::Notify,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -142,6 +146,11 @@ impl Relay {
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut RelayInfo)) {
         f(&mut self.info.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub(crate) fn stop_reason(&self) -> String {
+        let reason = self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        reason.unwrap_or_else(|| crate::wcs::protocol::reason::REST_TERMINATE.into())
     }
 
     fn is_running(&self) -> bool {
@@ -245,8 +254,13 @@ impl RelayManager {
                 direction,
                 reconnects: 0,
             };
-            let relay =
-                Arc::new(Relay { info: Mutex::new(info), terminate: watch::channel(false).0, task: Mutex::new(None) });
+            let relay = Arc::new(Relay {
+                info: Mutex::new(info),
+                terminate: watch::channel(false).0,
+                stop_reason: Mutex::new(None),
+                wake: tokio::sync::Notify::new(),
+                task: Mutex::new(None),
+            });
             list.push(relay.clone());
             relay
         };
@@ -255,8 +269,7 @@ impl RelayManager {
         let info = relay.info();
         let span = tracing::info_span!("relay", direction = ?info.direction, local = %info.local_stream_name,
             remote = %info.remote_stream_name, dial = %url);
-        let agent =
-            agent::Agent::new(self.hub.clone(), relay.clone(), self.relays.clone(), &self.config, url, first_tx);
+        let agent = agent::Agent::new(self.hub.clone(), relay.clone(), self.relays.clone(), &self.config, first_tx);
         *relay.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::spawn(agent.run().instrument(span)));
         match first_rx.await {
             Ok(Ok(())) => Ok(relay.info()),
@@ -265,9 +278,26 @@ impl RelayManager {
         }
     }
 
+    /// Point matching relays at another remote (a cluster pull whose stream moved to
+    /// another origin): the next attempt dials it, at once if one is waiting.
+    pub fn retarget(&self, filter: &RelayFilter, uri: &str) -> Result<usize, RelayError> {
+        connect_url(uri, self.config.ssl)?;
+        let chosen: Vec<Arc<Relay>> = self.list().iter().filter(|r| filter.matches(&r.info())).cloned().collect();
+        for relay in &chosen {
+            relay.update(|i| i.uri = uri.to_string());
+            relay.wake.notify_one();
+        }
+        Ok(chosen.len())
+    }
+
     /// Terminate matching relays: unpublish on the remote, free the local side, and
     /// answer once that is done. Returns what was terminated.
     pub async fn terminate(&self, filter: &RelayFilter) -> Result<Vec<RelayInfo>, RelayError> {
+        self.terminate_because(filter, crate::wcs::protocol::reason::REST_TERMINATE).await
+    }
+
+    /// [`RelayManager::terminate`], telling the local side `why`.
+    pub async fn terminate_because(&self, filter: &RelayFilter, why: &str) -> Result<Vec<RelayInfo>, RelayError> {
         if filter.is_empty() {
             return Err(RelayError::BadRequest("Give localStreamName, remoteStreamName or uri to terminate".into()));
         }
@@ -282,6 +312,7 @@ impl RelayManager {
         }
         let mut done = Vec::new();
         for relay in chosen {
+            *relay.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
             let _ = relay.terminate.send(true);
             let task = relay.task.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(task) = task {
@@ -289,7 +320,7 @@ impl RelayManager {
             }
             relay.update(|i| {
                 i.status = StreamStatus::Stopped;
-                i.info = Some(crate::wcs::protocol::reason::REST_TERMINATE.into());
+                i.info = Some(why.to_string());
             });
             done.push(relay.info());
         }

@@ -253,7 +253,23 @@ impl Hub {
         key: StreamKey,
     ) -> Result<(), &'static str> {
         let req = internal_request(media_session_id, name);
-        self.registry().begin_publish(session, &req, peer, key)
+        let mut registry = self.registry();
+        registry.begin_publish(session, &req, peer, key)?;
+        registry.set_resumable(media_session_id);
+        Ok(())
+    }
+
+    /// A pull relay's output lost its media: its players wait (PLAYBACK_PROBLEM, `why`)
+    /// for [`Hub::resume_publisher`].
+    pub fn hold_stream(&self, media_session_id: &str, why: &str) {
+        let effects = self.registry().hold(media_session_id, why);
+        self.apply(effects);
+    }
+
+    /// A held relay output gets its new media peer: returns the stream key it feeds, or
+    /// `None` when the stream is not held (ended meanwhile, or never lost).
+    pub fn resume_publisher(&self, media_session_id: &str, peer: PeerId) -> Option<StreamKey> {
+        self.registry().resume(media_session_id, peer)
     }
 
     /// End one stream with a final status (no-op when it is already gone).
@@ -412,7 +428,12 @@ impl Hub {
                 registry.connected(peer);
                 Vec::new()
             }
+            // A relay's output is held for the relay to resume: its agent hears it.
             MediaEvent::Failed { peer, cause } => match registry.stream_of_peer(peer) {
+                Some(s) if s.resumable => {
+                    let id = s.info.media_session_id.clone();
+                    registry.hold(&id, reason::for_cause(cause))
+                }
                 Some(s) => {
                     let id = s.info.media_session_id.clone();
                     registry.end(&id, StreamStatus::Failed, Some(reason::for_cause(cause)), false)
@@ -420,6 +441,9 @@ impl Hub {
                 None => Vec::new(),
             },
             MediaEvent::Closed { peer } => match registry.stream_of_peer(peer) {
+                // A relay's remote closed on purpose: its signaling says why, and the
+                // agent ends or holds the stream by what it says.
+                Some(s) if s.resumable => Vec::new(),
                 Some(s) => {
                     let id = s.info.media_session_id.clone();
                     let status = if s.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };

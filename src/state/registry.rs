@@ -102,6 +102,11 @@ pub struct Stream {
     pub peer: PeerId,
     /// For a publisher its own stream key, for a player the key it consumes.
     pub key: StreamKey,
+    /// A relay's output: when its media is lost the stream is held for the relay to
+    /// resume, not ended (see [`Registry::hold`]).
+    pub resumable: bool,
+    /// Held: the publisher's media is gone and its relay is getting it back.
+    pub held: bool,
 }
 
 #[derive(Default)]
@@ -222,7 +227,13 @@ impl Registry {
             return Err(reason::NAME_IN_USE);
         }
         self.names.insert(req.name.clone(), req.media_session_id.clone());
-        self.insert(Stream { info: StreamInfo::for_request(session, req, true), peer, key });
+        self.insert(Stream {
+            info: StreamInfo::for_request(session, req, true),
+            peer,
+            key,
+            resumable: false,
+            held: false,
+        });
         Ok(())
     }
 
@@ -230,7 +241,13 @@ impl Registry {
     pub fn begin_play(&mut self, session: &str, req: &StreamRequest, peer: PeerId) -> Result<StreamKey, &'static str> {
         self.check_new(session, req)?;
         let key = self.published(&req.name).map(|s| s.key).ok_or(reason::STREAM_NOT_FOUND)?;
-        self.insert(Stream { info: StreamInfo::for_request(session, req, false), peer, key });
+        self.insert(Stream {
+            info: StreamInfo::for_request(session, req, false),
+            peer,
+            key,
+            resumable: false,
+            held: false,
+        });
         Ok(key)
     }
 
@@ -277,15 +294,85 @@ impl Registry {
         found
     }
 
-    /// Media is flowing: PUBLISHING or PLAYING, told to the owner.
+    /// Media is flowing: PUBLISHING or PLAYING, told to the owner. A publisher back
+    /// from a hold tells its waiting players PLAYING again; a player joining a held
+    /// stream hears PLAYBACK_PROBLEM instead.
     pub fn connected(&mut self, peer: PeerId) {
-        let Some(stream) = self.by_peer.get(&peer).and_then(|id| self.streams.get_mut(id)) else { return };
+        let Some(stream) = self.by_peer.get(&peer).and_then(|id| self.streams.get(id)) else { return };
         if stream.info.status != StreamStatus::Pending {
             return;
         }
-        stream.info.status = if stream.info.published { StreamStatus::Publishing } else { StreamStatus::Playing };
+        let (id, published, key) = (stream.info.media_session_id.clone(), stream.info.published, stream.key);
+        let hold = (!published).then(|| self.published(&stream.info.name)).flatten().filter(|p| p.held);
+        let (status, why) = match (published, hold) {
+            (true, _) => (StreamStatus::Publishing, None),
+            (false, Some(publisher)) => (StreamStatus::PlaybackProblem, publisher.info.info.clone()),
+            (false, None) => (StreamStatus::Playing, None),
+        };
+        self.set_status(&id, status, why);
+        if published && std::mem::take(&mut self.streams.get_mut(&id).expect("just set").held) {
+            let mut waiting: Vec<String> = self
+                .streams
+                .values()
+                .filter(|s| !s.info.published && s.key == key && s.info.status == StreamStatus::PlaybackProblem)
+                .map(|s| s.info.media_session_id.clone())
+                .collect();
+            waiting.sort();
+            for player in waiting {
+                self.set_status(&player, StreamStatus::Playing, None);
+            }
+        }
+    }
+
+    /// Set a stream's status and reason, and tell its owner.
+    fn set_status(&mut self, media_session_id: &str, status: StreamStatus, why: Option<String>) {
+        let Some(stream) = self.streams.get_mut(media_session_id) else { return };
+        stream.info.status = status;
+        stream.info.info = why;
         let (session, info) = (stream.info.session_id.clone(), stream.info.clone());
         self.send(&session, ServerMessage::StreamStatus(info));
+    }
+
+    /// Mark a publisher as a relay's output, which [`Registry::hold`] may keep.
+    pub fn set_resumable(&mut self, media_session_id: &str) {
+        if let Some(s) = self.streams.get_mut(media_session_id) {
+            s.resumable = true;
+        }
+    }
+
+    /// A relay's output lost its media: drop its peer but keep the name and the stream
+    /// key, so its players stay (told PLAYBACK_PROBLEM with `why`, once) until the
+    /// relay resumes it with a new peer ([`Registry::resume`]) or ends it.
+    pub fn hold(&mut self, media_session_id: &str, why: &str) -> Vec<Effect> {
+        let Some(stream) = self.streams.get_mut(media_session_id).filter(|s| s.info.published && s.resumable) else {
+            return Vec::new();
+        };
+        let (peer, key, was_held) = (stream.peer, stream.key, std::mem::replace(&mut stream.held, true));
+        self.by_peer.remove(&peer);
+        if !was_held {
+            self.set_status(media_session_id, StreamStatus::Pending, Some(why.to_string()));
+            let mut players: Vec<String> = self
+                .streams
+                .values()
+                .filter(|s| !s.info.published && s.key == key && s.info.status != StreamStatus::Pending)
+                .map(|s| s.info.media_session_id.clone())
+                .collect();
+            players.sort();
+            for player in players {
+                self.set_status(&player, StreamStatus::PlaybackProblem, Some(why.to_string()));
+            }
+        }
+        vec![Effect::RemovePeer { peer, close: true }]
+    }
+
+    /// A held stream gets its new producer peer; returns the stream key to feed. It
+    /// stays PENDING and held (its players waiting) until the peer connects.
+    pub fn resume(&mut self, media_session_id: &str, peer: PeerId) -> Option<StreamKey> {
+        let stream = self.streams.get_mut(media_session_id).filter(|s| s.held)?;
+        stream.peer = peer;
+        let key = stream.key;
+        self.by_peer.insert(peer, media_session_id.to_string());
+        Some(key)
     }
 
     /// End a stream with a final status; a publisher's end also stops its players.
@@ -394,6 +481,47 @@ mod tests {
         );
         assert!(r.published("cam").is_none());
         r.begin_publish("s1", &req("pub2", "cam"), 3, 11).unwrap();
+    }
+
+    #[test]
+    fn a_held_relay_output_keeps_its_players_until_it_resumes_or_ends() {
+        let (mut r, mut rx) = registry();
+        r.begin_publish("s1", &req("pub", "cam"), 1, 10).unwrap();
+        r.begin_play("s1", &req("p1", "cam"), 2).unwrap();
+        r.connected(1);
+        r.connected(2);
+        // Only a relay's output is held; an ordinary publisher is not.
+        assert!(r.hold("pub", "lost").is_empty());
+        r.set_resumable("pub");
+        assert_eq!(r.hold("pub", "lost"), vec![Effect::RemovePeer { peer: 1, close: true }]);
+        assert!(r.stream_of_peer(1).is_none());
+        // Held again while held (a retry failed): its new peer goes, nobody is told twice.
+        assert_eq!(r.resume("pub", 3), Some(10));
+        assert_eq!(r.hold("pub", "still lost"), vec![Effect::RemovePeer { peer: 3, close: true }]);
+        // A player joining meanwhile hears that there is a problem, not PLAYING.
+        assert_eq!(r.begin_play("s1", &req("p2", "cam"), 4), Ok(10));
+        r.connected(4);
+        assert_eq!(r.resume("pub", 5), Some(10));
+        r.connected(5);
+        let problem = |id: &str| (id.to_string(), StreamStatus::PlaybackProblem, Some("lost".to_string()));
+        assert_eq!(
+            statuses(&mut rx)[2..],
+            [
+                ("pub".into(), StreamStatus::Pending, Some("lost".into())),
+                problem("p1"),
+                problem("p2"),
+                ("pub".into(), StreamStatus::Publishing, None),
+                ("p1".into(), StreamStatus::Playing, None),
+                ("p2".into(), StreamStatus::Playing, None),
+            ]
+        );
+        assert_eq!(r.resume("pub", 6), None, "not held any more");
+        // Held and then ended: the players stop as with any publisher.
+        r.hold("pub", "lost");
+        let effects = r.end("pub", StreamStatus::Unpublished, Some("gone"), true);
+        assert!(effects.contains(&Effect::RemovePeer { peer: 2, close: true }));
+        assert!(r.published("cam").is_none());
+        assert!(statuses(&mut rx).contains(&("p1".into(), StreamStatus::Stopped, Some(reason::PUBLISHER_STOP.into()))));
     }
 
     #[test]

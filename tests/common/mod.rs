@@ -208,6 +208,31 @@ pub async fn assert_plays(server: &Server, media: &MediaHandle, name: &str, sour
     player.stop();
 }
 
+/// What a player's tap received of a burst: sequence numbers (the player's own).
+#[derive(Debug)]
+pub struct Received {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// Send 100 video and audio packets from `source` (seq from `first_seq`) and check that
+/// the player behind `tap` gets at least 90 of each, intact; returns the video seqs seen.
+pub async fn received_after(
+    media: &MediaHandle,
+    source: StreamKey,
+    tap: &mut mpsc::UnboundedReceiver<SourcePacket>,
+    first_seq: u64,
+) -> Received {
+    while tap.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_packets(media, source, first_seq, 100).await;
+    let got = collect(tap, Duration::from_secs(2)).await;
+    let (video, audio) = verify_intact(&got);
+    assert!(video >= 90 && audio >= 90, "video {video}, audio {audio} of 100 each");
+    let seqs = got.iter().filter(|p| p.kind == MediaKind::Video).map(|p| p.seq);
+    Received { first: seqs.clone().min().unwrap(), last: seqs.max().unwrap() }
+}
+
 /// A cluster node (`cdn_role=role`) meeting on the NATS server at `nats_url`, with
 /// `extra` flags.
 pub fn cdn_node(nats_url: &str, role: &str, extra: &[&str]) -> Server {
