@@ -68,6 +68,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "*",
         "origins whose pages may call the REST API (comma-separated; * any, empty none); never with credentials",
     ),
+    ("rest.token", "", "bearer token the REST API requires (Authorization: Bearer ...); empty: none (see rest.basic)"),
+    ("rest.basic", "", "user:password the REST API accepts as HTTP Basic credentials; empty: none"),
+    (
+        "relay.allow",
+        "*",
+        "where /pull/push and /pull/pull may connect: * any, or comma-separated host, host:port, *.domain, cluster",
+    ),
+    (
+        "relay.custom",
+        "{}",
+        "JSON object relay agents send as `custom` in their `connection` (a remote's REST hooks see it)",
+    ),
+    ("hooks.url", "", "REST hooks: the backend URL every appKey uses (http:// or https://); empty: hooks off"),
+    ("hooks.apps", "", "REST hooks per appKey: comma-separated appKey=URL, used before hooks.url"),
+    ("rest_request_timeout", "15000", "milliseconds a REST hook may take to answer"),
+    (
+        "hooks.on_error",
+        "FAIL",
+        "when the backend does not answer (down, timeout): FAIL refuses, LOG lets the client through",
+    ),
     ("web.dir", "", "serve the web apps from this folder instead of the copies built in"),
     ("cdn_enabled", "false", "join the cluster (WCS CDN): nodes and streams are found through NATS"),
     ("cdn_role", "edge", "this node's role in the cluster: origin, edge, or origin,edge"),
@@ -116,6 +136,33 @@ pub struct Config {
     pub limits: Limits,
     /// Origins allowed by CORS; `None`: any (`*`).
     pub cors_origins: Option<Vec<String>>,
+    pub access: Access,
+}
+
+/// Who may do what (README's "Security" section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    /// REST hooks, when a backend is configured.
+    pub hooks: Option<Hooks>,
+    /// `rest.token`.
+    pub rest_token: Option<String>,
+    /// `rest.basic` (user, password).
+    pub rest_basic: Option<(String, String)>,
+    pub relay_targets: crate::access::targets::RelayTargets,
+    /// `relay.custom`: what relay agents put in `custom`.
+    pub relay_custom: serde_json::Map<String, serde_json::Value>,
+}
+
+/// REST hooks (WCS's, see `access::hooks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hooks {
+    /// The backend for appKeys without their own.
+    pub url: Option<String>,
+    /// (appKey, backend URL).
+    pub apps: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// `hooks.on_error=FAIL`: a backend that does not answer refuses.
+    pub fail_on_error: bool,
 }
 
 /// The cluster settings (WCS's CDN keys, plus where NATS is).
@@ -333,6 +380,53 @@ impl Config {
                 let origins: Vec<String> =
                     get("rest.cors_origins").split(',').map(|o| o.trim().trim_end_matches('/').to_string()).collect();
                 (!origins.iter().any(|o| o == "*")).then(|| origins.into_iter().filter(|o| !o.is_empty()).collect())
+            },
+            access: Access {
+                hooks: {
+                    let url = |key: &str, v: &str| -> Result<String, ConfigError> {
+                        let v = v.trim().trim_end_matches('/');
+                        match v.starts_with("http://") || v.starts_with("https://") {
+                            true if v.parse::<axum::http::Uri>().is_ok() => Ok(v.to_string()),
+                            _ => Err(bad(key, "http:// or https:// URLs")),
+                        }
+                    };
+                    let default = Some(get("hooks.url")).filter(|v| !v.trim().is_empty());
+                    let default = default.map(|v| url("hooks.url", &v)).transpose()?;
+                    let mut apps = Vec::new();
+                    for entry in get("hooks.apps").split(',').filter(|e| !e.trim().is_empty()) {
+                        let (app, target) =
+                            entry.split_once('=').ok_or_else(|| bad("hooks.apps", "appKey=URL pairs"))?;
+                        apps.push((app.trim().to_string(), url("hooks.apps", target)?));
+                    }
+                    let fail_on_error = match get("hooks.on_error").trim().to_ascii_uppercase().as_str() {
+                        "FAIL" => true,
+                        "LOG" => false,
+                        _ => return Err(bad("hooks.on_error", "FAIL or LOG")),
+                    };
+                    let timeout = Duration::from_millis(positive("rest_request_timeout")? as u64);
+                    (default.is_some() || !apps.is_empty()).then_some(Hooks {
+                        url: default,
+                        apps,
+                        timeout,
+                        fail_on_error,
+                    })
+                },
+                rest_token: Some(get("rest.token").trim().to_string()).filter(|t| !t.is_empty()),
+                rest_basic: match get("rest.basic").trim() {
+                    "" => None,
+                    v => match v.split_once(':') {
+                        Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                            Some((user.to_string(), password.to_string()))
+                        }
+                        _ => return Err(bad("rest.basic", "user:password")),
+                    },
+                },
+                relay_targets: crate::access::targets::RelayTargets::parse(&get("relay.allow"))
+                    .map_err(|_| bad("relay.allow", "*, or comma-separated host, host:port, *.domain or cluster"))?,
+                relay_custom: match serde_json::from_str(&get("relay.custom")) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => return Err(bad("relay.custom", "a JSON object")),
+                },
             },
         })
     }

@@ -13,12 +13,15 @@
 //! - [`relay`]: relay agents, clients of the same protocol that carry streams between
 //!   servers; [`cluster`]: origins and edges that find each other and the streams
 //!   through NATS, edges pulling over relays on demand (room for WHIP/WHEP beside them).
+//! - [`access`]: who may do what: REST hooks to the operator's backend, the REST API's
+//!   credential, the targets relays may dial.
 //! - [`config`], [`web`] (the built-in pages), and [`server`], which wires it all and
 //!   carries the stop signal.
 //!
 //! [`testkit`] (feature `testkit`) holds the tooling of the tests and the load
 //! generator, out of the server.
 
+pub mod access;
 pub mod cluster;
 pub mod config;
 pub mod media;

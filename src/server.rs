@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::access::credential::Credential;
+use crate::access::hooks::Hooks;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::media::engine;
@@ -94,12 +96,33 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         max_message_size: config.max_message_size,
         stop: shutdown.signal(),
     });
+    let client_tls = tls::client_config(config.agent_ssl_ca_file.as_deref())?;
+    let access = config.access.clone();
+    // One id for this process wherever it names itself: the cluster, the REST hooks.
+    let node_id = uuid::Uuid::new_v4().to_string();
+    if let Some(hooks) = access.hooks.clone() {
+        tracing::info!(default = ?hooks.url, apps = hooks.apps.len(), "REST hooks on");
+        hub.set_hooks(Hooks::start(hooks, client_tls.clone(), node_id.clone()));
+    }
     let agent = AgentConfig {
         ssl: config.agent_ssl,
-        tls: tls::client_config(config.agent_ssl_ca_file.as_deref())?,
+        tls: client_tls,
         reconnect_max: config.relay_reconnect_max,
+        targets: access.relay_targets.clone(),
+        custom: access.relay_custom.clone(),
     };
     let relays = RelayManager::new(hub.clone(), agent);
+    let credential = Credential::new(
+        access.rest_token.as_deref(),
+        access.rest_basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+    );
+    if credential.is_none() {
+        tracing::warn!(
+            port = config.http_port,
+            "the REST API takes no credential and listens on every address: anyone who reaches it can \
+             terminate streams and start relays (set rest.token or rest.basic; see README, Security)"
+        );
+    }
 
     let ws = listen(config.ws_port, "ws").await?;
     let wss = listen(config.wss_port, "wss").await?;
@@ -107,10 +130,10 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
     let https = listen(config.https_port, "https").await?;
     let addrs = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     let cluster = match config.cdn.clone() {
-        Some(cdn) => Some(Cluster::start(cdn, addrs(&ws)?.port(), hub.clone(), relays.clone()).await?),
+        Some(cdn) => Some(Cluster::start(cdn, node_id, addrs(&ws)?.port(), hub.clone(), relays.clone()).await?),
         None => None,
     };
-    let api = rest::routes(hub.clone(), relays.clone(), cluster.clone(), config.cors_origins.clone());
+    let api = rest::routes(hub.clone(), relays.clone(), cluster.clone(), config.cors_origins.clone(), credential);
     let server = RunningServer {
         ws: addrs(&ws)?,
         wss: addrs(&wss)?,

@@ -55,6 +55,7 @@ fn request(id: &str, name: &str, sdp: &str) -> StreamRequest {
         sdp: sdp.into(),
         media_provider: "WebRTC".into(),
         published: false,
+        custom: None,
     }
 }
 

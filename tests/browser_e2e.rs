@@ -210,6 +210,35 @@ fn official_player_on_an_edge_plays_a_stream_published_on_an_origin() {
     assert!(log.contains("pulling for a player") && log.contains("relay established"), "the edge did not pull");
 }
 
+/// REST hooks in the browser: the official SDK with `custom: {token}` is admitted with
+/// the right token and refused with a wrong one, and the page shows the backend's reason.
+#[test]
+fn the_official_sdk_is_admitted_or_refused_by_the_rest_hooks() {
+    if skip() {
+        return;
+    }
+    let backend_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let hooks = format!("hooks.url=http://127.0.0.1:{backend_port}/app");
+    let server = Server::start(&["--set", &hooks]);
+    let out = artifacts("rest_hooks");
+    let args = [
+        "--ws".to_string(),
+        server.ws_url(),
+        "--backend-port".into(),
+        backend_port.to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let result = run_scenario("hooks_page.mjs", &args);
+    assert_eq!(result["wrongToken"]["reason"], "Bad token: ask your admin", "{result}");
+    assert_ne!(result["wrongToken"]["session"], "ESTABLISHED", "{result}");
+    assert_eq!(result["rightToken"]["session"], "ESTABLISHED", "{result}");
+    assert_eq!(result["rightToken"]["forbidden"], "FAILED", "{result}");
+    assert_eq!(result["rightToken"]["forbiddenInfo"], "No publishing of forbidden-cam", "{result}");
+    assert_eq!(result["rightToken"]["allowed"], "PUBLISHING", "{result}");
+    assert!(out.join("hooks-refused.png").exists());
+}
+
 /// The Relay console on an edge shows the cluster: both nodes, the origin with its stream.
 #[test]
 fn relay_console_shows_the_cluster() {

@@ -130,6 +130,7 @@ async fn a_silent_session_is_dropped_and_its_streams_end() {
         has_video: true,
         sdp: offer,
         media_provider: "WebRTC".into(),
+        custom: None,
     };
     ws.send(Message::Text(ClientMessage::PublishStream(publish).encode().into())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -30,7 +30,9 @@
  *
  * rest(method, body) POSTs JSON to /rest-api/<method> on the page's own origin and
  * resolves to {status, body} (body: parsed JSON or null). It never throws on HTTP errors,
- * so callers can show the server's {"error": ...} text.
+ * so callers can show the server's {"error": ...} text; a 401 asking for a bearer token
+ * makes it ask the user once. pageCustom() is the `custom` for createSession: the page
+ * URL's ?token= for the server's REST hooks.
  *
  * Media: the browser always offers and the server answers. Like the SDK we never send ICE
  * candidates: hopcast is ICE-lite, lists its own candidates in the answer and learns ours
@@ -67,17 +69,40 @@ const FINAL = new Set([STREAM_STATUS.FAILED, STREAM_STATUS.STOPPED, STREAM_STATU
 // Reported through the status channel but not states: they leave status() alone (as in the SDK).
 const EVENTS = new Set([STREAM_STATUS.RESIZE, STREAM_STATUS.SNAPSHOT_COMPLETE, STREAM_STATUS.NOT_ENOUGH_BANDWIDTH]);
 
-/** POST /rest-api/<method> with a JSON body; resolves to {status, body}. */
-export async function rest(method, body) {
+/**
+ * POST /rest-api/<method> with a JSON body; resolves to {status, body}. When the server
+ * wants a bearer token (rest.token) the page asks for it once and keeps it for the tab;
+ * with Basic credentials (rest.basic) the browser asks by itself.
+ */
+export async function rest(method, body, asked = false) {
+  const headers = { 'Content-Type': 'application/json' };
+  const token = sessionStorage.getItem('hopcast.restToken');
+  if (token) headers.Authorization = `Bearer ${token}`;
   const res = await fetch(`/rest-api/${method.replace(/^\/+/, '')}`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers,
     body: JSON.stringify(body ?? {}),
   });
+  if (res.status === 401 && !asked && (res.headers.get('WWW-Authenticate') || '').startsWith('Bearer')) {
+    const given = window.prompt('This server\'s REST API needs its token (rest.token):');
+    if (given) {
+      sessionStorage.setItem('hopcast.restToken', given.trim());
+      return rest(method, body, true);
+    }
+  }
   const text = await res.text();
   let parsed = null;
   try { parsed = text ? JSON.parse(text) : null; } catch { parsed = null; }
   return { status: res.status, body: parsed };
+}
+
+/**
+ * What a page sends as `custom` in `connection` for the server's REST hooks: a `token`
+ * from the page's own URL (`two-way.html?token=...`), or nothing.
+ */
+export function pageCustom() {
+  const token = new URLSearchParams(location.search).get('token');
+  return token ? { token } : undefined;
 }
 
 /**

@@ -1,6 +1,6 @@
 // Player: Start opens a session and plays one stream; Stop ends both. While playing, the
 // figures come from RTCPeerConnection.getStats() once a second.
-import { createSession, defaultServerUrl, SESSION_STATUS, STREAM_STATUS } from './hopcast.js';
+import { createSession, defaultServerUrl, pageCustom, SESSION_STATUS, STREAM_STATUS } from './hopcast.js';
 
 const $ = (id) => document.getElementById(id);
 const ENDED = new Set([STREAM_STATUS.FAILED, STREAM_STATUS.STOPPED, STREAM_STATUS.UNPUBLISHED]);
@@ -33,7 +33,7 @@ function start() {
   const name = $('streamName').value.trim();
   if (!name) { showStatus('', 'Enter a stream name'); return; }
   try {
-    session = createSession({ urlServer: url });
+    session = createSession({ urlServer: url, custom: pageCustom() });
   } catch (e) {
     showStatus(SESSION_STATUS.FAILED, e.message);
     return;
@@ -58,8 +58,13 @@ function start() {
     stopStats();
     render();
   });
+  // A refusal (the server's REST hooks, a limit) comes as a `fail` before the close.
+  let refused = null;
+  s.on(SESSION_STATUS.WARN, (_, obj) => {
+    if (obj?.apiMethod === 'ConnectionStatusEvent') refused = obj.info;
+  });
   s.on(SESSION_STATUS.DISCONNECTED, () => {
-    if (!stream) showStatus(SESSION_STATUS.DISCONNECTED, 'Connection closed');
+    if (!stream) showStatus(SESSION_STATUS.DISCONNECTED, refused ?? 'Connection closed');
     stopStats();
     render();
   });

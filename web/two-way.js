@@ -1,5 +1,5 @@
 // Two Way Streaming: one session, one published stream, one played stream.
-import { createSession, defaultServerUrl, SESSION_STATUS, STREAM_STATUS } from './hopcast.js';
+import { createSession, defaultServerUrl, pageCustom, SESSION_STATUS, STREAM_STATUS } from './hopcast.js';
 
 const $ = (id) => document.getElementById(id);
 const ENDED = new Set([STREAM_STATUS.FAILED, STREAM_STATUS.STOPPED, STREAM_STATUS.UNPUBLISHED]);
@@ -50,17 +50,21 @@ function connect() {
   const url = $('url').value.trim();
   $('connectInfo').textContent = '';
   try {
-    session = createSession({ urlServer: url });
+    session = createSession({ urlServer: url, custom: pageCustom() });
   } catch (e) {
     $('connectInfo').textContent = e.message;
     return;
   }
   const s = session;
   for (const status of Object.values(SESSION_STATUS)) {
-    s.on(status, () => {
+    s.on(status, (_, obj) => {
       if (s !== session) return; // an older session closing late
       if (status === SESSION_STATUS.FAILED) $('connectInfo').textContent = `Could not connect to ${url}`;
-      if (status === SESSION_STATUS.WARN) return;
+      // A refusal (the server's REST hooks, a limit) comes as a `fail` before the close.
+      if (status === SESSION_STATUS.WARN) {
+        if (obj?.apiMethod === 'ConnectionStatusEvent') $('connectInfo').textContent = obj.info;
+        return;
+      }
       render();
     });
   }

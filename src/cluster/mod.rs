@@ -61,11 +61,11 @@ impl Cluster {
     /// parse stops the start.
     pub async fn start(
         config: Cdn,
+        id: String,
         ws_port: u16,
         hub: Arc<Hub>,
         relays: Arc<RelayManager>,
     ) -> Result<Arc<Cluster>, String> {
-        let id = uuid::Uuid::new_v4().to_string();
         let uri = format!("ws://{}/", std::net::SocketAddr::new(config.ip, ws_port));
         let urls = config
             .nats_urls
@@ -101,6 +101,10 @@ impl Cluster {
         if cluster.config.edge {
             hub.set_fetcher(cluster.clone());
         }
+        let weak = Arc::downgrade(&cluster);
+        cluster.relays.set_cluster_nodes(Arc::new(move |host: &str, port: u16| {
+            weak.upgrade().is_some_and(|c| c.directory().nodes().iter().any(|n| uri_is(&n.uri, host, port)))
+        }));
         Ok(cluster)
     }
 
@@ -317,10 +321,18 @@ impl Cluster {
             local_stream_name: Some(name.into()),
             remote_stream_name: Some(name.into()),
         };
-        self.relays.start(Direction::Pull, request).await.map_err(|e| e.to_string())?;
+        self.relays.start_trusted(Direction::Pull, request).await.map_err(|e| e.to_string())?;
         self.pulls.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), None);
         Ok(())
     }
+}
+
+/// Does relay URI `uri` point at `host:port`?
+fn uri_is(uri: &str, host: &str, port: u16) -> bool {
+    uri.parse::<axum::http::Uri>().is_ok_and(|u| {
+        let h = u.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case(host) && u.port_u16() == Some(port)
+    })
 }
 
 impl Fetch for Cluster {

@@ -2,6 +2,7 @@
 //! served over HTTP/1 ([`listener`]), TLS for wss:// and https:// ([`tls`]), and the
 //! stop signal the tasks watch ([`shutdown`]).
 
+pub mod http_client;
 pub mod listener;
 pub mod shutdown;
 pub mod tls;

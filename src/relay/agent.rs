@@ -36,6 +36,7 @@ pub(crate) struct Agent {
     /// `wcs_agent_ssl`, and the trust for wss://.
     ssl: bool,
     tls: Arc<rustls::ClientConfig>,
+    custom: serde_json::Map<String, serde_json::Value>,
     reconnect_max: Duration,
     terminate: watch::Receiver<bool>,
     /// Answers the REST call after the first attempt.
@@ -62,6 +63,7 @@ impl Agent {
             relays,
             ssl: config.ssl,
             tls: config.tls.clone(),
+            custom: config.custom.clone(),
             reconnect_max: config.reconnect_max,
             terminate,
             first: Some(first),
@@ -135,7 +137,7 @@ impl Agent {
             Err(e) => return Outcome::Lost(e.to_string()),
         };
         let tls = url.starts_with("wss://").then(|| self.tls.clone());
-        let connecting = SignalingClient::connect(&url, tls);
+        let connecting = SignalingClient::connect_as(&url, tls, self.custom.clone());
         let client = tokio::select! {
             c = connecting => c,
             _ = Self::terminated(&mut terminate) => return Outcome::Terminated,
@@ -270,7 +272,9 @@ impl Agent {
                             _ => Outcome::Lost(format!("local side ended: {why}")),
                         };
                     }
-                    Some(Outbound::Close(why)) => return Outcome::Lost(format!("local session closed: {why}")),
+                    Some(Outbound::Close(why) | Outbound::Refuse(why)) => {
+                        return Outcome::Lost(format!("local session closed: {why}"))
+                    }
                     Some(_) => {}
                     None => return Outcome::Terminated,
                 },

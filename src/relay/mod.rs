@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 pub use backoff::Backoff;
 
+use crate::access::targets::RelayTargets;
 use crate::state::hub::Hub;
 use crate::wcs::protocol::StreamStatus;
 
@@ -107,14 +108,19 @@ pub enum RelayError {
     Failed(String),
     /// 429: a relay limit is reached.
     Limit(String),
+    /// 403: `relay.allow` does not allow the target.
+    Forbidden(String),
 }
 
 impl std::fmt::Display for RelayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::BadRequest(m) | Self::NotFound(m) | Self::Conflict(m) | Self::Failed(m) | Self::Limit(m) => {
-                f.write_str(m)
-            }
+            Self::BadRequest(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Failed(m)
+            | Self::Limit(m)
+            | Self::Forbidden(m) => f.write_str(m),
         }
     }
 }
@@ -168,18 +174,26 @@ pub struct AgentConfig {
     /// TLS trust for wss:// (system roots plus `wcs_agent_ssl_ca_file`).
     pub tls: Arc<rustls::ClientConfig>,
     pub reconnect_max: Duration,
+    /// `relay.allow`: where REST may point relays.
+    pub targets: RelayTargets,
+    /// `relay.custom`: sent as `custom` in every agent's `connection`.
+    pub custom: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Is `host:port` a cluster node's relay address? (For `relay.allow=cluster`.)
+pub type ClusterNodes = Arc<dyn Fn(&str, u16) -> bool + Send + Sync>;
 
 /// All relays of this server.
 pub struct RelayManager {
     hub: Arc<Hub>,
     config: AgentConfig,
     relays: RelayList,
+    cluster_nodes: std::sync::OnceLock<ClusterNodes>,
 }
 
 impl RelayManager {
     pub fn new(hub: Arc<Hub>, config: AgentConfig) -> Arc<Self> {
-        Arc::new(RelayManager { hub, config, relays: Arc::default() })
+        Arc::new(RelayManager { hub, config, relays: Arc::default(), cluster_nodes: Default::default() })
     }
 
     fn list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Relay>>> {
@@ -190,8 +204,29 @@ impl RelayManager {
         self.list().iter().map(|r| r.info()).filter(|i| filter.matches(i)).collect()
     }
 
-    /// Start a relay and answer when its first attempt has an outcome.
+    /// The cluster tells which addresses are its nodes'.
+    pub fn set_cluster_nodes(&self, nodes: ClusterNodes) {
+        let _ = self.cluster_nodes.set(nodes);
+    }
+
+    /// Start a relay that REST asked for: its target must be one `relay.allow` permits,
+    /// checked before anything is dialed.
     pub async fn start(&self, direction: Direction, req: RelayRequest) -> Result<RelayInfo, RelayError> {
+        if let Some(uri) = req.uri.as_deref().filter(|u| !u.trim().is_empty()) {
+            let nodes = self.cluster_nodes.get();
+            let is_node = |host: &str, port: u16| nodes.is_some_and(|n| n(host, port));
+            if let Err(refused) = self.config.targets.check(uri.trim(), is_node) {
+                self.hub.count_refusal(crate::state::hub::Refusal::RelayTargets);
+                tracing::info!(%uri, reason = %refused, "relay refused");
+                return Err(RelayError::Forbidden(refused.0));
+            }
+        }
+        self.start_trusted(direction, req).await
+    }
+
+    /// Start a relay the server itself chose (a cluster pull), and answer when its
+    /// first attempt has an outcome.
+    pub(crate) async fn start_trusted(&self, direction: Direction, req: RelayRequest) -> Result<RelayInfo, RelayError> {
         let required = |v: Option<String>, field: &str| {
             v.filter(|v| !v.trim().is_empty()).ok_or_else(|| RelayError::BadRequest(format!("Missing field '{field}'")))
         };

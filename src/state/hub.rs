@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 
+use crate::access::hooks::{Ask, Hooks, DEFAULT_APP};
 use crate::config::Limits;
 use crate::media::{MediaError, MediaEvent, MediaHandle, PeerId, Role, StreamKey};
 use crate::net::listener::Connections;
-use crate::state::registry::{self, Effect, OutboxReceiver, Registry, StreamFilter};
+use crate::state::registry::{self, Effect, OutboxReceiver, Registry, Session, StatusListener, StreamFilter};
 use crate::wcs::protocol::{reason, Fail, ServerMessage, StreamInfo, StreamRequest, StreamStatus};
 
 pub struct Hub {
@@ -23,6 +24,8 @@ pub struct Hub {
     connections: Arc<Connections>,
     /// Where a play of a name not published here may fetch it from (the cluster).
     fetcher: std::sync::OnceLock<Arc<dyn Fetch>>,
+    /// The REST hooks, when a backend is configured.
+    hooks: std::sync::OnceLock<Arc<Hooks>>,
 }
 
 /// Something that can bring a stream that is not published here (an edge pulling it
@@ -45,10 +48,14 @@ pub enum Refusal {
     SlowReaders,
     Handshakes,
     Relays,
+    /// A relay target `relay.allow` does not permit.
+    RelayTargets,
+    /// A connection or stream the REST hooks' backend refused (or could not be asked).
+    Hooks,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::Sdp,
         Refusal::Names,
         Refusal::ConnectionData,
@@ -56,6 +63,8 @@ impl Refusal {
         Refusal::SlowReaders,
         Refusal::Handshakes,
         Refusal::Relays,
+        Refusal::RelayTargets,
+        Refusal::Hooks,
     ];
 }
 
@@ -86,7 +95,15 @@ const LISTED_CONNECTION_FIELDS: [&str; 5] =
 impl Hub {
     pub fn new(media: MediaHandle, limits: Limits, connections: Arc<Connections>) -> Arc<Self> {
         let registry = Mutex::new(Registry::new(limits.connecting_per_ip));
-        Arc::new(Hub { registry, media, limits, refused: Default::default(), connections, fetcher: Default::default() })
+        Arc::new(Hub {
+            registry,
+            media,
+            limits,
+            refused: Default::default(),
+            connections,
+            fetcher: Default::default(),
+            hooks: Default::default(),
+        })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -155,6 +172,13 @@ impl Hub {
         self.registry().session(session).is_some_and(|s| s.established)
     }
 
+    /// Connections, publishes and plays are asked of the REST hooks' backend, which
+    /// hears every status too (set once, at start).
+    pub fn set_hooks(&self, hooks: Arc<Hooks>) {
+        self.registry().set_listener(Arc::new(HookEvents(hooks.clone())));
+        let _ = self.hooks.set(hooks);
+    }
+
     /// Plays of names not published here ask `fetcher` first (set once, by the cluster).
     pub fn set_fetcher(&self, fetcher: Arc<dyn Fetch>) {
         let _ = self.fetcher.set(fetcher);
@@ -203,16 +227,25 @@ impl Hub {
     }
 
     /// `connection`: echo the client's data with our session id and token (`getUserData`).
-    /// Data larger than `limits.custom_size` is refused and the connection closed.
-    pub fn establish(&self, session: &str, mut data: Map<String, Value>) {
+    /// Data larger than `limits.custom_size`, or that the REST hooks' backend refuses,
+    /// is refused: a `fail` with the reason, and the connection closed (1008).
+    pub async fn establish(&self, session: &str, mut data: Map<String, Value>) {
         let size = serde_json::to_string(&data).map_or(usize::MAX, |t| t.len());
         if size > self.limits.custom_size {
             self.count_refusal(Refusal::ConnectionData);
             let why = format!("Connection data too large: {size} bytes (limit {})", self.limits.custom_size);
-            let registry = self.registry();
-            registry.send(session, ServerMessage::Fail(Fail::warning(why.clone())));
-            registry.close_session_connection(session, &why);
-            return;
+            return self.refuse_connection(session, &why);
+        }
+        if let Some(hooks) = self.hooks.get() {
+            let app_key = data.get("appKey").and_then(Value::as_str).unwrap_or(DEFAULT_APP).to_string();
+            let mut body = data.clone();
+            body.insert("sessionId".into(), session.into());
+            if let Err(why) = hooks.ask(Ask::Connect, &app_key, body).await {
+                tracing::info!(session, reason = %why, "connection refused by the REST hook");
+                self.count_refusal(Refusal::Hooks);
+                hooks.connection_event(&app_key, false, session, "FAILED", Some(&why));
+                return self.refuse_connection(session, &why);
+            }
         }
         data.insert("sessionId".into(), session.into());
         if data.get("authToken").and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -223,11 +256,49 @@ impl Hub {
         registry.send(session, ServerMessage::GetUserData(data));
     }
 
+    fn refuse_connection(&self, session: &str, why: &str) {
+        let registry = self.registry();
+        let fail = Fail { api_method: Some("ConnectionStatusEvent".into()), ..Fail::warning(why) };
+        registry.send(session, ServerMessage::Fail(fail));
+        registry.refuse_session_connection(session, why);
+    }
+
     /// A session for a server-internal client (a relay agent's local side).
     pub fn open_internal_session(&self, label: String) -> (String, OutboxReceiver) {
         let (id, outbox) = self.open_session(label);
-        self.registry().establish(&id, Map::new());
+        let mut registry = self.registry();
+        registry.set_internal(&id);
+        registry.establish(&id, Map::new());
         (id, outbox)
+    }
+
+    /// Ask the REST hooks' backend about a publish or play of a client (not of the
+    /// server's own sessions); it may rename the stream.
+    async fn admit(&self, session: &str, hook: Ask, req: &mut StreamRequest) -> Result<(), String> {
+        let Some(hooks) = self.hooks.get() else { return Ok(()) };
+        let app_key = match self.registry().session(session) {
+            Some(s) if s.internal => return Ok(()),
+            Some(s) => s.app_key().to_string(),
+            None => return Err(reason::SESSION_DOES_NOT_EXIST.into()),
+        };
+        let mut body = match serde_json::to_value(StreamInfo::for_request(session, req, hook == Ask::PublishStream)) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        body.insert("status".into(), "NEW".into());
+        body.insert("mediaProvider".into(), req.media_provider.clone().into());
+        if let Some(custom) = &req.custom {
+            body.insert("custom".into(), custom.clone());
+        }
+        let answer = hooks.ask(hook, &app_key, body).await.inspect_err(|_| self.count_refusal(Refusal::Hooks))?;
+        if let Some(name) = answer.get("name").and_then(Value::as_str).filter(|n| *n != req.name) {
+            if name.trim().is_empty() || name.len() > self.limits.name_length {
+                return Err(format!("Failed by REST hook: the backend renamed the stream to an invalid name '{name}'"));
+            }
+            tracing::info!(session, from = %req.name, to = %name, "stream renamed by the REST hook");
+            req.name = name.to_string();
+        }
+        Ok(())
     }
 
     /// Register a local player whose media peer already exists (a push relay's source
@@ -319,9 +390,13 @@ impl Hub {
         Ok(())
     }
 
-    /// `publishStream`: register the name, answer the offer, send `setRemoteSDP`.
-    pub async fn publish(&self, session: &str, req: StreamRequest) {
+    /// `publishStream`: ask the hooks, register the name, answer the offer, send
+    /// `setRemoteSDP`.
+    pub async fn publish(&self, session: &str, mut req: StreamRequest) {
         if let Err(why) = self.check_request(&req) {
+            return self.refuse(session, &req, true, &why);
+        }
+        if let Err(why) = self.admit(session, Ask::PublishStream, &mut req).await {
             return self.refuse(session, &req, true, &why);
         }
         let (peer, key) = (self.media.next_id(), self.media.next_id());
@@ -335,9 +410,13 @@ impl Hub {
         self.finish_negotiation(session, &req.media_session_id, answer);
     }
 
-    /// `playStream`: find the published name, answer the offer, send `setRemoteSDP`.
-    pub async fn play(&self, session: &str, req: StreamRequest) {
+    /// `playStream`: ask the hooks, find the published name, answer the offer, send
+    /// `setRemoteSDP`.
+    pub async fn play(&self, session: &str, mut req: StreamRequest) {
         if let Err(why) = self.check_request(&req) {
+            return self.refuse(session, &req, false, &why);
+        }
+        if let Err(why) = self.admit(session, Ask::PlayStream, &mut req).await {
             return self.refuse(session, &req, false, &why);
         }
         let peer = self.media.next_id();
@@ -395,6 +474,13 @@ impl Hub {
             return;
         };
         let status = if stream.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
+        // The backend hears of the request before the status it leads to (one queue).
+        if let (Some(hooks), Some(s)) = (self.hooks.get(), registry.session(session)) {
+            let path = if stream.info.published { "unPublishStream" } else { "stopStream" };
+            if let Ok(Value::Object(body)) = serde_json::to_value(&stream.info) {
+                hooks.notify(path, s.app_key(), body);
+            }
+        }
         let effects = registry.end(media_session_id, status, Some(reason::USER_STOP), true);
         drop(registry);
         self.apply(effects);
@@ -455,6 +541,18 @@ impl Hub {
         };
         drop(registry);
         self.apply(effects);
+    }
+}
+
+/// The REST hooks' events, fed by the registry.
+struct HookEvents(Arc<Hooks>);
+
+impl StatusListener for HookEvents {
+    fn stream(&self, session: &Session, info: &StreamInfo) {
+        self.0.stream_event(session.app_key(), session.internal, info);
+    }
+    fn connection(&self, session: &Session, status: &str) {
+        self.0.connection_event(session.app_key(), session.internal, &session.id, status, None);
     }
 }
 

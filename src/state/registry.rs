@@ -24,6 +24,8 @@ pub enum Outbound {
     Message(ServerMessage),
     /// Close the connection (REST terminate, keep-alive expiry); the reason is logged.
     Close(String),
+    /// Close the connection for breaking a rule (code 1008, the reason sent along).
+    Refuse(String),
 }
 
 /// The registry's end of a session's queue toward its connection. Bounded: a client
@@ -94,7 +96,22 @@ pub struct Session {
     ip: Option<std::net::IpAddr>,
     pub user_data: Map<String, Value>,
     pub established: bool,
+    /// One of the server's own (a relay agent's local side).
+    pub internal: bool,
     outbox: OutboxSender,
+}
+
+impl Session {
+    /// The application the client named in `connection` (the SDK's default otherwise).
+    pub fn app_key(&self) -> &str {
+        self.user_data.get("appKey").and_then(Value::as_str).unwrap_or(crate::access::hooks::DEFAULT_APP)
+    }
+}
+
+/// Hears every status the registry tells a client (the REST hooks' events).
+pub trait StatusListener: Send + Sync {
+    fn stream(&self, session: &Session, info: &StreamInfo);
+    fn connection(&self, session: &Session, status: &str);
 }
 
 pub struct Stream {
@@ -119,6 +136,7 @@ pub struct Registry {
     /// Published name -> mediaSessionId.
     names: HashMap<String, String>,
     by_peer: HashMap<PeerId, String>,
+    listener: Option<std::sync::Arc<dyn StatusListener>>,
 }
 
 /// Filter for `/stream/find`: every given field must match.
@@ -149,7 +167,8 @@ impl Registry {
 
     pub fn add_session(&mut self, id: String, remote: String, outbox: OutboxSender) {
         let ip = remote.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
-        let session = Session { id: id.clone(), remote, ip, user_data: Map::new(), established: false, outbox };
+        let session =
+            Session { id: id.clone(), remote, ip, user_data: Map::new(), established: false, internal: false, outbox };
         self.sessions.insert(id, session);
     }
 
@@ -165,22 +184,44 @@ impl Registry {
         self.sessions.values()
     }
 
+    pub fn set_listener(&mut self, listener: std::sync::Arc<dyn StatusListener>) {
+        self.listener = Some(listener);
+    }
+
     /// Mark the session established with the client's `connection` data.
     pub fn establish(&mut self, id: &str, user_data: Map<String, Value>) -> bool {
         let Some(s) = self.sessions.get_mut(id) else { return false };
         s.user_data = user_data;
         s.established = true;
+        if let Some(listener) = &self.listener {
+            listener.connection(s, "ESTABLISHED");
+        }
         true
+    }
+
+    /// Mark a session as the server's own (relay agents): hooks do not ask about it.
+    pub fn set_internal(&mut self, id: &str) {
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.internal = true;
+        }
     }
 
     pub fn send(&self, session: &str, message: ServerMessage) {
         if let Some(s) = self.sessions.get(session) {
+            if let (Some(listener), ServerMessage::StreamStatus(info)) = (&self.listener, &message) {
+                listener.stream(s, info);
+            }
             s.outbox.send(Outbound::Message(message));
         }
     }
 
     pub fn close_session_connection(&self, session: &str, why: &str) -> bool {
         self.sessions.get(session).is_some_and(|s| s.outbox.send(Outbound::Close(why.into())))
+    }
+
+    /// Close a session that broke a rule (a limit, a refusal): WebSocket code 1008.
+    pub fn refuse_session_connection(&self, session: &str, why: &str) -> bool {
+        self.sessions.get(session).is_some_and(|s| s.outbox.send(Outbound::Refuse(why.into())))
     }
 
     fn check_new(&self, session: &str, req: &StreamRequest) -> Result<(), &'static str> {
@@ -413,7 +454,11 @@ impl Registry {
         for ms in owned {
             effects.extend(self.end(&ms, StreamStatus::Failed, Some(reason::SESSION_DISCONNECT), false));
         }
-        self.sessions.remove(id);
+        if let (Some(listener), Some(s)) = (&self.listener, self.sessions.remove(id)) {
+            if s.established {
+                listener.connection(&s, "DISCONNECTED");
+            }
+        }
         effects
     }
 }

@@ -180,23 +180,36 @@ fn thread_schedstats(pid: u32) -> Vec<(String, [u64; 3])> {
 
 /// A minimal HTTP/1.1 request to 127.0.0.1:`port`: (status, body); (0, error) on failure.
 pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_exchange(port, method, path, &[], body);
+    (status, body)
+}
+
+/// [`http_request`] with extra headers; returns (status, response head, body).
+pub fn http_exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
-    let attempt = || -> std::io::Result<(u16, String)> {
+    let attempt = || -> std::io::Result<(u16, String, String)> {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(40)))?;
         let body = body.unwrap_or("");
+        let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes())?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        Ok((status, head.to_string(), body.to_string()))
     };
-    attempt().unwrap_or_else(|e| (0, e.to_string()))
+    attempt().unwrap_or_else(|e| (0, String::new(), e.to_string()))
 }
 
 /// A nats-server child process on a free loopback port, killed on drop.

@@ -77,6 +77,16 @@ pub struct SignalingClient {
 impl SignalingClient {
     /// Open the WebSocket, send `connection`, wait for `getUserData`.
     pub async fn connect(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Arc<Self>, ClientError> {
+        Self::connect_as(url, tls, serde_json::Map::new()).await
+    }
+
+    /// [`SignalingClient::connect`], with `custom` in the `connection` message (what a
+    /// server's REST hooks read, e.g. a token).
+    pub async fn connect_as(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        custom: serde_json::Map<String, Value>,
+    ) -> Result<Arc<Self>, ClientError> {
         let connector = tls.map(Connector::Rustls);
         let connecting = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
         let (socket, _) = tokio::time::timeout(ANSWER_TIMEOUT, connecting)
@@ -150,12 +160,20 @@ impl SignalingClient {
             "clientBrowserVersion": "hopcast",
             "keepAlive": false,
         });
-        let Value::Object(hello) = hello else { unreachable!() };
+        let Value::Object(mut hello) = hello else { unreachable!() };
+        if !custom.is_empty() {
+            hello.insert("custom".into(), Value::Object(custom));
+        }
         let _ = outgoing.send(Message::Text(ClientMessage::Connection(hello).encode().into()));
         let user_data = tokio::time::timeout(ANSWER_TIMEOUT, async {
             while let Some(m) = unrouted.recv().await {
-                if let ServerMessage::GetUserData(data) = m {
-                    return Ok(data);
+                match m {
+                    ServerMessage::GetUserData(data) => return Ok(data),
+                    // Refused (a REST hook, a limit): the server closes after this.
+                    ServerMessage::Fail(f) if f.api_method.as_deref() == Some("ConnectionStatusEvent") => {
+                        return Err(ClientError::Failed(f.info))
+                    }
+                    _ => {}
                 }
             }
             Err(ClientError::Closed)
@@ -245,6 +263,7 @@ impl SignalingClient {
             has_video: true,
             sdp: offer,
             media_provider: "WebRTC".into(),
+            custom: None,
         };
         self.send(if published { ClientMessage::PublishStream(request) } else { ClientMessage::PlayStream(request) });
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {

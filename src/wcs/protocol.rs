@@ -124,6 +124,9 @@ pub struct StreamRequest {
     pub sdp: String,
     #[serde(default = "webrtc")]
     pub media_provider: String,
+    /// The client's own data for this stream (the SDK's `custom`), for REST hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<Value>,
 }
 
 fn yes() -> bool {

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::access::credential::{self, Credential};
 use crate::cluster::Cluster;
 use crate::media::latency::LatencySnapshot;
 use crate::relay::{Direction, RelayError, RelayFilter, RelayManager, RelayRequest};
@@ -72,6 +73,7 @@ pub fn routes(
     relays: Arc<RelayManager>,
     cluster: Option<Arc<Cluster>>,
     cors_origins: Option<Vec<String>>,
+    credential: Option<Credential>,
 ) -> Router {
     let stats = Router::new().route("/stats", get(stats).post(stats)).with_state((hub.clone(), relays.clone()));
     let relay_api = Router::new()
@@ -96,6 +98,7 @@ pub fn routes(
         .nest("/rest-api", api)
         .fallback(unknown)
         .layer(middleware::from_fn(json_only))
+        .layer(middleware::from_fn_with_state(credential, credential::require))
         .layer(middleware::from_fn(move |request, next| cors(cors_origins.clone(), request, next)))
 }
 
@@ -260,6 +263,7 @@ impl From<RelayError> for ApiError {
             RelayError::Conflict(_) => StatusCode::CONFLICT,
             RelayError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RelayError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
+            RelayError::Forbidden(_) => StatusCode::FORBIDDEN,
         };
         ApiError::new(status, e.to_string())
     }
@@ -315,6 +319,8 @@ struct Refused {
     connection_data: u64,
     connecting: u64,
     relays: u64,
+    relay_targets: u64,
+    hooks: u64,
 }
 
 /// The media threads' figures, added up.
@@ -354,6 +360,8 @@ async fn stats(State((hub, relays)): State<(Arc<Hub>, Arc<RelayManager>)>) -> Ap
             connection_data: refused(Refusal::ConnectionData),
             connecting: refused(Refusal::Connecting),
             relays: refused(Refusal::Relays),
+            relay_targets: refused(Refusal::RelayTargets),
+            hooks: refused(Refusal::Hooks),
         },
         media: MediaFigures {
             threads: media.threads,

@@ -100,6 +100,7 @@ async fn serve_connection(state: SignalingState, mut socket: WebSocket, session:
                     }
                     break (why.clone(), Some(close_frame(code, &why)));
                 }
+                Some(Outbound::Refuse(why)) => break (why.clone(), Some(close_frame(CLOSE_POLICY, &why))),
                 None => break ("session removed".into(), Some(close_frame(1000, ""))),
             },
             _ = stop.stopped() => break ("server stopping".into(), Some(close_frame(1001, "server stopping"))),
@@ -159,7 +160,7 @@ async fn handle_text(hub: &Hub, session: &str, text: &str) {
         }
     };
     match message {
-        ClientMessage::Connection(data) => hub.establish(session, data),
+        ClientMessage::Connection(data) => hub.establish(session, data).await,
         ClientMessage::PublishStream(req) => hub.publish(session, req).await,
         ClientMessage::PlayStream(req) => hub.play(session, req).await,
         ClientMessage::UnPublishStream(r) | ClientMessage::StopStream(r) => hub.stop(session, &r.media_session_id),
