@@ -12,7 +12,8 @@
 //!   packets from its producer to its consumers over real WebRTC (str0m).
 //! - [`relay`]: relay agents, clients of the same protocol that carry streams between
 //!   servers; [`cluster`]: origins and edges that find each other and the streams
-//!   through NATS, edges pulling over relays on demand (room for WHIP/WHEP beside them).
+//!   through NATS, edges pulling over relays on demand; [`whip`]: WHIP and WHEP, the
+//!   standard HTTP signaling, server and client.
 //! - [`access`]: who may do what: REST hooks to the operator's backend, the REST API's
 //!   credential, the targets relays may dial.
 //! - [`config`], [`web`] (the built-in pages), and [`server`], which wires it all and
@@ -33,3 +34,4 @@ pub mod state;
 pub mod testkit;
 pub mod wcs;
 pub mod web;
+pub mod whip;

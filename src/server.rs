@@ -19,6 +19,7 @@ use crate::state::hub::Hub;
 use crate::wcs::rest;
 use crate::wcs::signaling::{self, SignalingState};
 use crate::web;
+use crate::whip;
 
 pub struct RunningServer {
     /// Stops the listeners and sessions (see [`RunningServer::stop`]).
@@ -152,7 +153,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         server.http.port(),
         server.https.port(),
     );
-    let api = api.merge(web::routes(web));
+    let api = api.merge(web::routes(web)).merge(whip::routes(server.hub.clone(), config.cors_origins.clone()));
     let limited = |tcp| LimitedListener::new(tcp, connections.clone());
     let wss = tls::TlsListener::new(limited(wss), tls.clone(), limits.handshake_timeout).map_err(|e| e.to_string())?;
     let https = tls::TlsListener::new(limited(https), tls, limits.handshake_timeout).map_err(|e| e.to_string())?;

@@ -118,6 +118,13 @@ impl Router {
             self.remove_peer(id, false, now);
             return Err(e);
         }
+        // str0m starts ICE checks on a time input: without one now, a peer whose remote
+        // answered `setup:active` (making us the DTLS server, as webrtc-rs servers do)
+        // waited for checks that never came, and failed with an ICE timeout.
+        if let Err(cause) = peer.handle_timeout(now) {
+            self.remove_peer(id, false, now);
+            return Err(MediaError::Webrtc(format!("{cause:?}")));
+        }
         self.finish_negotiation(id, now)
     }
 }

@@ -223,3 +223,24 @@ fn garbage_from_a_connected_peer_is_survived() {
     let intact = send_and_receive(&mut client, &mut server, &mut now, &mut tap, 1000..1100);
     assert!(intact >= 195, "after the garbage only {intact} of 200 packets arrived");
 }
+
+/// A client whose remote answers `setup:active` (making it the DTLS server, as
+/// webrtc-rs based servers answer) starts its ICE checks at once and connects.
+#[test]
+fn a_client_made_dtls_server_by_the_answer_still_checks_and_connects() {
+    let mut now = Instant::now();
+    let mut client = Router::new(vec!["127.0.0.1:50000".parse().unwrap()], Duration::from_secs(5));
+    let mut server = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(5));
+    client.add_source(1);
+    let codecs = client.consumer_codecs(1).unwrap();
+    let offer = client.offer_codecs(10, Role::Consumer(1), "127.0.0.1:40001".parse().unwrap(), codecs, now).unwrap();
+    // Offered as `passive`, the server takes the active role and answers so.
+    let answer =
+        server.answer(20, Role::Producer(100), &offer.replace("a=setup:actpass", "a=setup:passive"), now).unwrap();
+    assert!(answer.contains("a=setup:active"), "{answer}");
+    client.apply_answer(10, &answer, now).unwrap();
+    assert!(client.poll_transmit().is_some(), "no ICE check went out after the answer");
+    let (client_events, server_events) = pump(&mut client, &mut server, &mut now, 500);
+    assert!(client_events.contains(&MediaEvent::Connected { peer: 10 }), "{client_events:?} {server_events:?}");
+    assert!(server_events.contains(&MediaEvent::Connected { peer: 20 }), "{server_events:?}");
+}

@@ -1,4 +1,4 @@
-//! A small HTTP/1.1 client for JSON POSTs to the operator's backend (REST hooks): one
+//! A small HTTP/1.1 client for the operator's backend (REST hooks) and WHIP/WHEP: one
 //! connection per request over plain TCP or rustls, a bounded answer, one deadline for
 //! the whole exchange. hyper's connection API does the HTTP; no pool, because hooks come
 //! at connection rate, not packet rate.
@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, Request, Uri};
+use axum::http::{header, Method, Request, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
@@ -15,9 +15,10 @@ use tokio::net::TcpStream;
 /// Largest answer body read.
 const MAX_ANSWER: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
+    pub headers: axum::http::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -35,12 +36,29 @@ impl HttpClient {
     /// POST `body` (JSON) to `url`; `Err` says why no answer came (unreachable, TLS,
     /// timeout, a broken answer).
     pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<Answer, String> {
-        tokio::time::timeout(self.timeout, self.exchange(url, body))
+        self.request(Method::POST, url, &[(header::CONTENT_TYPE, "application/json")], body).await
+    }
+
+    /// Any request: `headers` are added to Host and User-Agent; `body` may be empty.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
+        tokio::time::timeout(self.timeout, self.exchange(method, url, headers, body))
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {} ms", self.timeout.as_millis())))
     }
 
-    async fn exchange(&self, url: &str, body: Vec<u8>) -> Result<Answer, String> {
+    async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
         let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         let secure = match uri.scheme_str() {
             Some("http") => false,
@@ -53,12 +71,15 @@ impl HttpClient {
         let _ = tcp.set_nodelay(true);
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let request = Request::post(path)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, authority)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::USER_AGENT, concat!("hopcast/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .header(header::USER_AGENT, concat!("hopcast/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
         if secure {
             let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| format!("TLS name: {e}"))?;
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone());
@@ -78,10 +99,10 @@ where
     let driver = tokio::spawn(connection);
     let result = async {
         let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
         let body =
             Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| format!("answer: {e}"))?;
-        Ok(Answer { status, body: body.to_bytes().to_vec() })
+        Ok(Answer { status, headers, body: body.to_bytes().to_vec() })
     }
     .await;
     driver.abort();

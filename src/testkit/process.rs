@@ -184,7 +184,8 @@ pub fn http_request(port: u16, method: &str, path: &str, body: Option<&str>) -> 
     (status, body)
 }
 
-/// [`http_request`] with extra headers; returns (status, response head, body).
+/// [`http_request`] with extra headers (a JSON content type unless one is given);
+/// returns (status, response head, body).
 pub fn http_exchange(
     port: u16,
     method: &str,
@@ -197,9 +198,12 @@ pub fn http_exchange(
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(40)))?;
         let body = body.unwrap_or("");
-        let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        let mut extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            extra.push_str("Content-Type: application/json\r\n");
+        }
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes())?;

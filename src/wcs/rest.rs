@@ -177,13 +177,15 @@ async fn json_only(request: Request, next: Next) -> Response {
 
 /// Browsers call the API cross-origin: allow the configured origins (any by default,
 /// as WCS does), never with credentials, and answer preflights.
-async fn cors(origins: Arc<Option<Vec<String>>>, request: Request, next: Next) -> Response {
+/// CORS for the REST API and the WHIP/WHEP endpoints (`rest.cors_origins`).
+pub(crate) async fn cors(origins: Arc<Option<Vec<String>>>, request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let mut response = if request.method() == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(request).await
-    };
+    // A preflight is answered here, with what the route adds to it (WHIP's Accept-Post).
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = next.run(request).await;
+    if preflight && !response.status().is_success() {
+        response = StatusCode::NO_CONTENT.into_response();
+    }
     let allowed = match (origins.as_ref(), &origin) {
         (None, _) => Some(HeaderValue::from_static("*")),
         (Some(list), Some(o)) if o.to_str().is_ok_and(|o| list.iter().any(|a| a == o)) => Some(o.clone()),
@@ -195,7 +197,10 @@ async fn cors(origins: Arc<Option<Vec<String>>>, request: Request, next: Next) -
     }
     if let Some(allowed) = allowed {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        let methods = HeaderValue::from_static("GET, POST, DELETE, PATCH, OPTIONS");
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+        // WHIP/WHEP answers name their resource in these.
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, ETag"));
         headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
     }
     response

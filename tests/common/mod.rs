@@ -241,3 +241,62 @@ pub fn cdn_node(nats_url: &str, role: &str, extra: &[&str]) -> Server {
     args.extend_from_slice(extra);
     Server::start(&args)
 }
+
+/// Remove every payload type of `codec` (and its RTX) from the offer's video section.
+pub fn strip_codec(sdp: &str, codec: &str) -> String {
+    let mut pts: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|c| c.starts_with(&format!("{codec}/"))))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    let rtx: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=fmtp:"))
+        .filter(|l| pts.iter().any(|p| l.ends_with(&format!("apt={p}"))))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    pts.extend(rtx);
+    let drop_line = |l: &str| {
+        ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"].iter().any(|p| {
+            l.strip_prefix(p).and_then(|r| r.split_whitespace().next()).is_some_and(|pt| pts.iter().any(|x| x == pt))
+        })
+    };
+    sdp.lines()
+        .filter(|l| !drop_line(l))
+        .map(|l| {
+            if l.starts_with("m=video") {
+                l.split(' ').filter(|t| !pts.iter().any(|p| p == t)).collect::<Vec<_>>().join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n"
+}
+
+/// A REST hook backend that admits connections whose `custom.token` is `token`
+/// (refusing others with "Bad token") and everything else.
+pub struct TokenBackend;
+
+impl TokenBackend {
+    pub async fn start(token: &'static str) -> std::net::SocketAddr {
+        use axum::extract::Path;
+        use axum::http::StatusCode;
+        use axum::Json;
+        let hook = move |Path(method): Path<String>, Json(body): Json<serde_json::Value>| async move {
+            match method.as_str() {
+                "connect" if body["custom"]["token"] != token => {
+                    (StatusCode::FORBIDDEN, Json(serde_json::json!({ "reason": "Bad token" })))
+                }
+                _ => (StatusCode::OK, Json(serde_json::json!({}))),
+            }
+        };
+        let app = axum::Router::new().route("/app/{method}", axum::routing::post(hook));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+}
