@@ -143,7 +143,7 @@ async fn bad_relay_requests_are_refused_with_reasons() {
         400
     );
     let (code, msg) =
-        error(rest(&s1, "pull/push", r#"{"uri":"http://nope","localStreamName":"mine","remoteStreamName":"x"}"#));
+        error(rest(&s1, "pull/push", r#"{"uri":"ftp://nope","localStreamName":"mine","remoteStreamName":"x"}"#));
     assert!(code == 400 && msg.starts_with("Bad URI"), "{code} {msg}");
     assert_eq!(error(push(&s1, &s2, "nobody", "x")).0, 404);
 

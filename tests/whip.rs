@@ -139,3 +139,33 @@ async fn whip_and_whep_errors_have_their_status_codes() {
     );
     assert_eq!(first.delete().await.unwrap(), 200);
 }
+
+/// Relays over WHIP and WHEP: server 1 pushes its stream to server 2 over WHIP, server 3
+/// pulls it from server 2 over WHEP; a player on server 3 gets the bytes intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_push_over_whip_and_pull_over_whep() {
+    let (s1, s2, s3) = (Server::start(&[]), Server::start(&[]), Server::start(&[]));
+    let ClientMedia { media, .. } = client_media();
+    let (source, _s, _p) = publish_source(&s1, &media, "cam").await;
+    let push =
+        format!(r#"{{"uri":"http://127.0.0.1:{}/whip","localStreamName":"cam","remoteStreamName":"hop"}}"#, s2.http);
+    let (code, relay) = http(s1.http, "POST", "/rest-api/pull/push", Some(&push));
+    assert_eq!(code, 200, "{relay}");
+    assert_eq!(json(&relay)["status"], "PUBLISHING");
+    assert!(json(&relay)["remoteMediaSessionId"].as_str().unwrap().contains("/whip/resource/"), "{relay}");
+    eventually("the WHIP stream is on server 2", || status_of(&s2, "hop", true).as_deref() == Some("PUBLISHING")).await;
+
+    let pull = format!(
+        r#"{{"uri":"http://127.0.0.1:{}/whep/hop","localStreamName":"far","remoteStreamName":"hop"}}"#,
+        s2.http
+    );
+    let (code, relay) = http(s3.http, "POST", "/rest-api/pull/pull", Some(&pull));
+    assert_eq!(code, 200, "{relay}");
+    assert_eq!(json(&relay)["status"], "PLAYING");
+    assert_plays(&s3, &media, "far", source, 1).await;
+
+    // Terminating the push deletes its WHIP session: the stream leaves server 2.
+    let (code, _) = http(s1.http, "POST", "/rest-api/pull/terminate", Some(r#"{"localStreamName":"cam"}"#));
+    assert_eq!(code, 200);
+    eventually("the WHIP stream left server 2", || status_of(&s2, "hop", true).is_none()).await;
+}

@@ -89,7 +89,8 @@ impl RelayTargets {
         }
         let parsed: axum::http::Uri = uri.parse().map_err(|_| Refused(format!("Bad URI: '{uri}'")))?;
         let host = parsed.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        let port = parsed.port_u16().unwrap_or(if parsed.scheme_str() == Some("wss") { 443 } else { 80 });
+        let secure = matches!(parsed.scheme_str(), Some("wss" | "https"));
+        let port = parsed.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let port_ok = |p: &Option<u16>| p.is_none_or(|p| p == port);
         let allowed = self.0.iter().any(|rule| match rule {
             Rule::Any => true,

@@ -1,6 +1,7 @@
-//! One relay's agent task: connect to the remote server as a protocol client, publish
-//! (push) or play (pull) through a media peer in this server's router, keep the relay's
-//! status true, and reconnect with backoff when an established relay is lost.
+//! One relay's agent task: connect to the remote server as a protocol client (WCS's
+//! WebSocket protocol, or WHIP/WHEP), publish (push) or play (pull) through a media
+//! peer in this server's router, keep the relay's status true, and reconnect with
+//! backoff when an established relay is lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,12 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use super::{AgentConfig, Backoff, Direction, Relay, RelayList, STEP_TIMEOUT};
-use crate::media::{PeerId, Role, StreamKey};
+use crate::media::{MediaHandle, PeerId, Role, StreamKey};
 use crate::state::hub::Hub;
 use crate::state::registry::{Outbound, OutboxReceiver};
-use crate::wcs::client::{ClientError, ClientStream, SignalingClient};
+use crate::wcs::client::{ClientStream, SignalingClient};
 use crate::wcs::protocol::{reason, ServerMessage, StreamStatus};
+use crate::whip::client::{self as whip, WhipSession};
 
 /// The one reason given for a remote that cannot be reached, whatever the cause.
 pub(crate) const UNREACHABLE: &str = "cannot reach the remote server";
@@ -136,14 +138,13 @@ impl Agent {
             Ok(url) => url,
             Err(e) => return Outcome::Lost(e.to_string()),
         };
-        let tls = url.starts_with("wss://").then(|| self.tls.clone());
-        let connecting = SignalingClient::connect_as(&url, tls, self.custom.clone());
-        let client = tokio::select! {
+        let connecting = Remote::connect(&url, &self.tls, &self.custom, &info.remote_stream_name);
+        let remote = tokio::select! {
             c = connecting => c,
             _ = Self::terminated(&mut terminate) => return Outcome::Terminated,
         };
-        let client = match client {
-            Ok(c) => c,
+        let mut remote = match remote {
+            Ok(r) => r,
             Err(e) => {
                 // What a target answered (refused, an HTTP status, a TLS error) stays in
                 // the log: in the REST answer it would make relays a port scanner.
@@ -161,7 +162,7 @@ impl Agent {
                 match self.hub.register_player(&self.session, &local_id, &info.local_stream_name, peer) {
                     Ok(key) => (Role::Consumer(key), key),
                     Err(why) => {
-                        client.close();
+                        remote.close().await;
                         return Outcome::SourceEnded(why.to_string());
                     }
                 }
@@ -174,7 +175,7 @@ impl Agent {
                     if let Err(why) =
                         self.hub.register_publisher(&self.session, &local_id, &info.local_stream_name, peer, key)
                     {
-                        client.close();
+                        remote.close().await;
                         return Outcome::Lost(why.to_string());
                     }
                     (Role::Producer(key), key)
@@ -194,50 +195,34 @@ impl Agent {
             hub.end_stream(&local_id, status, why);
         };
 
-        let started = tokio::select! {
-            s = client.start(&media, peer, &info.remote_stream_name, role) => s,
-            _ = Self::terminated(&mut terminate) => Err(ClientError::Closed),
-        };
-        let mut stream = match started {
-            Ok(s) => s,
-            Err(e) => {
-                let terminated = *self.terminate.borrow();
-                end_local(&self.hub, reason::ORIGIN_CONNECT, !terminated && self.first.is_none());
-                client.close();
-                if terminated {
-                    return Outcome::Terminated;
-                }
-                return Outcome::Lost(e.to_string());
-            }
-        };
-        self.relay.update(|i| i.remote_media_session_id = stream.media_session_id.clone());
+        // The remote leg: published or played there, and media flowing.
         let target = if info.direction == Direction::Push { StreamStatus::Publishing } else { StreamStatus::Playing };
-        let established = tokio::select! {
-            r = stream.wait_for(target, STEP_TIMEOUT) => r,
-            _ = Self::terminated(&mut terminate) => Err(ClientError::Closed),
+        let started = tokio::select! {
+            s = remote.start(&media, peer, role, &mut self.outbox, target) => s,
+            _ = Self::terminated(&mut terminate) => Err("terminated".into()),
         };
-        if let Err(e) = established {
-            stream.stop();
+        if let Err(e) = started {
+            remote.close().await;
             let terminated = *self.terminate.borrow();
             end_local(&self.hub, reason::ORIGIN_CONNECT, !terminated && self.first.is_none());
-            client.close();
             if terminated {
                 return Outcome::Terminated;
             }
-            return Outcome::Lost(e.to_string());
+            return Outcome::Lost(e);
         }
+        let remote_id = remote.id();
         self.relay.update(|i| {
+            i.remote_media_session_id = remote_id.clone();
             i.status = target;
             i.info = None;
         });
-        tracing::info!(remote_media_session = %stream.media_session_id, "relay established");
+        tracing::info!(remote_media_session = %remote_id, "relay established");
         backoff.reset();
         self.answer_first(Ok(()));
 
-        let outcome = self.carry(&mut stream, &mut terminate, info.direction).await;
+        let outcome = self.carry(&mut remote, &mut terminate, info.direction).await;
         // Unpublish on the remote and see it done before the relay counts as ended.
-        stream.stop_and_wait(Duration::from_secs(2)).await;
-        client.close();
+        remote.close().await;
         let (why, lost) = match &outcome {
             Outcome::Terminated => (self.relay.stop_reason(), false),
             Outcome::SourceEnded(w) | Outcome::RemoteEnded(w) => (w.clone(), false),
@@ -250,7 +235,7 @@ impl Agent {
     /// The relay is up: wait for whatever ends it.
     async fn carry(
         &mut self,
-        stream: &mut ClientStream,
+        remote: &mut Remote,
         terminate: &mut watch::Receiver<bool>,
         direction: Direction,
     ) -> Outcome {
@@ -278,18 +263,136 @@ impl Agent {
                     Some(_) => {}
                     None => return Outcome::Terminated,
                 },
-                remote = stream.next_status() => match remote {
-                    // The publisher over there stopped: the stream has ended, not been lost.
-                    Some(s) if s.status.is_final() && s.info.as_deref() == Some(reason::PUBLISHER_STOP) => {
-                        return Outcome::RemoteEnded(reason::PUBLISHER_STOP.to_string());
+                ended = remote.ended() => return ended,
+            }
+        }
+    }
+}
+
+/// The remote end of a relay, in whichever protocol the remote speaks.
+enum Remote {
+    /// WCS's WebSocket protocol: a session, the stream name there, and the stream once
+    /// started.
+    Wcs { client: Arc<SignalingClient>, name: String, stream: Option<ClientStream> },
+    /// WHIP (push) or WHEP (pull): an endpoint, and the session once started.
+    Whip { endpoint: String, token: Option<String>, tls: Arc<rustls::ClientConfig>, session: Option<WhipSession> },
+}
+
+impl Remote {
+    /// Open the signaling (WCS), or just note the endpoint (WHIP/WHEP: one request does
+    /// it all). `custom` goes in WCS's `connection`; its `token` is WHIP's bearer.
+    async fn connect(
+        url: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        custom: &serde_json::Map<String, serde_json::Value>,
+        remote_name: &str,
+    ) -> Result<Remote, String> {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let base = url.trim_end_matches('/');
+            let endpoint = if base.ends_with("/whip") || base.ends_with("/whep") {
+                format!("{base}/{remote_name}")
+            } else {
+                base.into()
+            };
+            let token = custom.get("token").and_then(|t| t.as_str()).map(String::from);
+            return Ok(Remote::Whip { endpoint, token, tls: tls.clone(), session: None });
+        }
+        let tls = url.starts_with("wss://").then(|| tls.clone());
+        let client = SignalingClient::connect_as(url, tls, custom.clone()).await.map_err(|e| e.to_string())?;
+        Ok(Remote::Wcs { client, name: remote_name.to_string(), stream: None })
+    }
+
+    /// Publish or play over there through local peer `peer`, and wait until media flows:
+    /// the remote says `target` (WCS), or our local leg connects (WHIP/WHEP, whose only
+    /// signal is the media itself).
+    async fn start(
+        &mut self,
+        media: &MediaHandle,
+        peer: PeerId,
+        role: Role,
+        outbox: &mut OutboxReceiver,
+        target: StreamStatus,
+    ) -> Result<(), String> {
+        match self {
+            Remote::Wcs { client, name, stream } => {
+                let mut started = client.start(media, peer, name, role).await.map_err(|e| e.to_string())?;
+                if let Err(e) = started.wait_for(target, STEP_TIMEOUT).await {
+                    started.stop();
+                    return Err(e.to_string());
+                }
+                *stream = Some(started);
+            }
+            Remote::Whip { endpoint, token, tls, session } => {
+                let (token, tls) = (token.as_deref(), tls.clone());
+                let opened = match role {
+                    Role::Consumer(key) => whip::publish(media, endpoint, token, tls, peer, key).await,
+                    Role::Producer(key) => whip::play(media, endpoint, token, tls, peer, key).await,
+                };
+                *session = Some(opened.map_err(|e| e.to_string())?);
+                // Our local leg goes PLAYING (push) or PUBLISHING (pull) when media flows.
+                let connected = tokio::time::timeout(STEP_TIMEOUT, async {
+                    while let Some(item) = outbox.recv().await {
+                        match item {
+                            Outbound::Message(ServerMessage::StreamStatus(s)) if s.status.is_final() => {
+                                return Err(s.info.unwrap_or_else(|| "local leg ended".into()))
+                            }
+                            Outbound::Message(ServerMessage::StreamStatus(s))
+                                if matches!(s.status, StreamStatus::Playing | StreamStatus::Publishing) =>
+                            {
+                                return Ok(())
+                            }
+                            _ => {}
+                        }
                     }
-                    Some(s) if s.status.is_final() => {
-                        let why = s.info.unwrap_or_default();
-                        return Outcome::Lost(format!("remote stream {:?}: {why}", s.status));
-                    }
-                    Some(_) => {}
-                    None => return Outcome::Lost("connection to the remote server lost".into()),
-                },
+                    Err("local session closed".into())
+                });
+                connected.await.map_err(|_| "no media within the step timeout".to_string())??;
+            }
+        }
+        Ok(())
+    }
+
+    /// The remote's name for what we started there.
+    fn id(&self) -> String {
+        match self {
+            Remote::Wcs { stream, .. } => stream.as_ref().map(|s| s.media_session_id.clone()).unwrap_or_default(),
+            Remote::Whip { session, .. } => session.as_ref().map(|s| s.resource.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Resolves when the remote ends the relay (WCS tells; WHIP/WHEP cannot: a remote
+    /// that goes away shows as the media failing, which the local leg reports).
+    async fn ended(&mut self) -> Outcome {
+        let Remote::Wcs { stream: Some(stream), .. } = self else { return std::future::pending().await };
+        loop {
+            match stream.next_status().await {
+                // The publisher over there stopped: the stream has ended, not been lost.
+                Some(s) if s.status.is_final() && s.info.as_deref() == Some(reason::PUBLISHER_STOP) => {
+                    return Outcome::RemoteEnded(reason::PUBLISHER_STOP.to_string());
+                }
+                Some(s) if s.status.is_final() => {
+                    let why = s.info.unwrap_or_default();
+                    return Outcome::Lost(format!("remote stream {:?}: {why}", s.status));
+                }
+                Some(_) => {}
+                None => return Outcome::Lost("connection to the remote server lost".into()),
+            }
+        }
+    }
+
+    /// Stop over there and close, briefly: a remote that is gone must not hold us.
+    async fn close(&mut self) {
+        match self {
+            Remote::Wcs { client, stream, .. } => {
+                if let Some(stream) = stream {
+                    stream.stop_and_wait(Duration::from_secs(2)).await;
+                }
+                client.close();
+            }
+            Remote::Whip { session, .. } => {
+                if let Some(session) = session.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session.delete()).await;
+                }
             }
         }
     }

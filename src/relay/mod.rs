@@ -5,6 +5,10 @@
 //! - push: the agent consumes a local stream and publishes it on the remote server;
 //! - pull: the agent plays a remote stream and publishes it here under a local name.
 //!
+//! The remote speaks WCS's protocol (ws:// or wss://) or WHIP/WHEP (an http(s)://
+//! endpoint: push publishes over WHIP, pull plays over WHEP; an endpoint ending in
+//! `/whip` or `/whep` gets the remote stream name appended).
+//!
 //! Each relay has one agent task ([`agent`]). Its local side is an internal session in
 //! the registry (the push leg is a local player, the pull leg a local publisher), so
 //! local statuses reach the agent the way they reach any client. Unlike WCS, an agent
@@ -365,12 +369,17 @@ impl RelayManager {
 
 /// The URL an agent connects to: `uri` as given, except that with `wcs_agent_ssl`
 /// a ws:// URI becomes wss:// (and WCS's default ws port 8080 its wss port 8443).
+/// http(s):// URIs are WHIP (push) or WHEP (pull) endpoints, taken as they are.
 pub fn connect_url(uri: &str, ssl: bool) -> Result<String, RelayError> {
-    let bad = || RelayError::BadRequest(format!("Bad URI: expected ws://host:port[/path] or wss://..., got '{uri}'"));
+    let bad = || {
+        RelayError::BadRequest(format!(
+            "Bad URI: expected ws://host:port[/path], wss://..., or a WHIP/WHEP endpoint http(s)://..., got '{uri}'"
+        ))
+    };
     let parsed: Uri = uri.trim().parse().map_err(|_| bad())?;
     let scheme = parsed.scheme_str().ok_or_else(bad)?;
     let authority = parsed.authority().ok_or_else(bad)?;
-    if !matches!(scheme, "ws" | "wss") || authority.host().is_empty() {
+    if !matches!(scheme, "ws" | "wss" | "http" | "https") || authority.host().is_empty() {
         return Err(bad());
     }
     let path = parsed.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -395,7 +404,8 @@ mod tests {
         assert_eq!(connect_url("ws://10.0.0.2:8080/websocket", false).unwrap(), "ws://10.0.0.2:8080/websocket");
         assert_eq!(connect_url("ws://10.0.0.2:8080", true).unwrap(), "wss://10.0.0.2:8443/");
         assert_eq!(connect_url("wss://h:9443/x", false).unwrap(), "wss://h:9443/x");
-        for bad in ["", "10.0.0.2:8080", "http://h:8080", "ws://", "not a uri", "ws://:8080"] {
+        assert_eq!(connect_url("http://h:8081/whip", true).unwrap(), "http://h:8081/whip");
+        for bad in ["", "10.0.0.2:8080", "ftp://h:8080", "ws://", "not a uri", "ws://:8080"] {
             assert!(
                 matches!(connect_url(bad, false), Err(RelayError::BadRequest(m)) if m.starts_with("Bad URI")),
                 "{bad}"
