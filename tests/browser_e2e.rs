@@ -239,6 +239,48 @@ fn the_official_sdk_is_admitted_or_refused_by_the_rest_hooks() {
     assert!(out.join("hooks-refused.png").exists());
 }
 
+/// WHIP and WHEP from browsers (fetch + RTCPeerConnection, pages on another origin): one
+/// publishes the camera over WHIP, another plays over WHEP, frames decode; DELETE ends.
+fn whip_in_the_browser(test: &str, browser: &str) {
+    let server = Server::start(&[]);
+    let out = artifacts(test);
+    let args = [
+        "--http".to_string(),
+        format!("http://127.0.0.1:{}", server.http),
+        "--name".into(),
+        test.into(),
+        "--browser".into(),
+        browser.into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let result = run_scenario("whip_page.mjs", &args);
+    assert_eq!(result["whip"]["status"], 201, "{result}");
+    assert!(result["whip"]["location"].as_str().unwrap().contains("/whip/resource/"), "{result}");
+    assert!(result["whip"]["etag"].as_str().is_some(), "{result}");
+    let video = &result["video"];
+    assert!(video["width"].as_u64().unwrap() > 0, "no picture: {result}");
+    assert!(video["framesAfter"].as_u64().unwrap() >= video["framesBefore"].as_u64().unwrap() + 10, "{result}");
+    assert!(video["framesDecoded"].as_u64().unwrap() >= 10, "{result}");
+    assert_eq!((result["deleted"].as_u64(), result["deletedAgain"].as_u64()), (Some(200), Some(404)), "{result}");
+}
+
+#[test]
+fn chromium_publishes_over_whip_and_plays_over_whep() {
+    if skip() {
+        return;
+    }
+    whip_in_the_browser("whip_chromium", "chromium");
+}
+
+#[test]
+fn firefox_publishes_over_whip_and_plays_over_whep() {
+    if skip() || skip_firefox() {
+        return;
+    }
+    whip_in_the_browser("whip_firefox", "firefox");
+}
+
 /// The Relay console on an edge shows the cluster: both nodes, the origin with its stream.
 #[test]
 fn relay_console_shows_the_cluster() {
