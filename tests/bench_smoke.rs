@@ -13,7 +13,13 @@ fn load_generator_smoke_run_completes_every_scenario() {
         .expect("run hopcast-load");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "smoke run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for section in ["fan-out (1 publisher", "relay hops", "first keyframe two hops away", "setup (one server)"] {
+    for section in [
+        "fan-out (1 publisher",
+        "fan-out over WHIP/WHEP (1 publisher",
+        "relay hops",
+        "first keyframe two hops away",
+        "setup (one server)",
+    ] {
         assert!(stdout.contains(section), "no '{section}' in:\n{stdout}");
     }
     // The fan-out row shows packets actually forwarded.

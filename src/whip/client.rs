@@ -38,6 +38,7 @@ impl std::fmt::Display for WhipError {
 }
 
 /// A WHIP (publish) or WHEP (play) session on a remote server.
+#[derive(Clone)]
 pub struct WhipSession {
     http: HttpClient,
     /// The resource's absolute URL (from `Location`).

@@ -57,8 +57,7 @@ pub async fn run(trials: usize, players: usize, seconds: u64) {
         if let Some(t) = got.ok().and_then(|r| r.ok()).and_then(|v| v.1) {
             keyframe.push((ms(t) * 1000.0) as u32);
         }
-        p.stream.stop();
-        p.session.close();
+        p.leg.end();
         // Cold again: the edge releases the pull once its player is gone.
         for _ in 0..100 {
             if http_request(edge.http, "GET", "/rest-api/pull/find_all", None).0 == 404 {
@@ -110,8 +109,7 @@ async fn cost(
         let mut packets = 0;
         for p in all {
             packets += p.stats.await.unwrap_or_default().packets;
-            p.stream.stop();
-            p.session.close();
+            p.leg.end();
         }
         results.push(cpu.as_secs_f64() * 1e6 / packets.max(1) as f64);
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -11,6 +11,7 @@ use hopcast::testkit::stamp::read_stamp;
 use hopcast::testkit::synthetic::SyntheticSource;
 use hopcast::wcs::client::{ClientStream, SignalingClient};
 use hopcast::wcs::protocol::StreamStatus;
+use hopcast::whip::client::{self as whip, WhipSession};
 use str0m::media::MediaKind;
 use tokio::sync::{mpsc, watch};
 
@@ -52,13 +53,22 @@ impl Client {
         Client { media, epoch: Instant::now(), events: Some(events) }
     }
 
-    /// Publish a paced synthetic stream; it runs until `stop` turns true.
+    /// Publish a paced synthetic stream to a WCS signaling URL (ws://, wss://) or a WHIP
+    /// endpoint (http(s)://...; `/whip` gets the name appended); it runs until `stop`
+    /// turns true.
     pub async fn publish(&mut self, url: &str, name: &str, bitrate: u64, stop: watch::Receiver<bool>) -> Publisher {
-        let session = SignalingClient::connect(url, None).await.expect("publisher connect");
         let mut source = SyntheticSource::new(self.media.clone(), bitrate, self.epoch);
         let key = source.key;
-        let mut stream = session.publish(&self.media, name, key).await.expect("publish");
-        stream.wait_for(StreamStatus::Publishing, WAIT).await.expect("PUBLISHING");
+        let leg = if is_http(url) {
+            let endpoint = endpoint(url, "/whip", name);
+            let peer = self.media.next_id();
+            Leg::Whip(whip::publish(&self.media, &endpoint, None, tls(), peer, key).await.expect("WHIP publish"))
+        } else {
+            let session = SignalingClient::connect(url, None).await.expect("publisher connect");
+            let mut stream = session.publish(&self.media, name, key).await.expect("publish");
+            stream.wait_for(StreamStatus::Publishing, WAIT).await.expect("PUBLISHING");
+            Leg::Wcs { session, stream }
+        };
         let mut events = self.events.take().expect("one publisher per client");
         let mut stop = stop;
         let pump = tokio::spawn(async move {
@@ -72,13 +82,52 @@ impl Client {
             }
             source.sent()
         });
-        Publisher { _session: session, _stream: stream, pump }
+        Publisher { _leg: leg, pump }
+    }
+}
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// A WHIP/WHEP endpoint: `url`, with `/name` appended when it ends in `suffix`.
+fn endpoint(url: &str, suffix: &str, name: &str) -> String {
+    let base = url.trim_end_matches('/');
+    if base.ends_with(suffix) {
+        format!("{base}/{name}")
+    } else {
+        base.to_string()
+    }
+}
+
+fn tls() -> Arc<rustls::ClientConfig> {
+    hopcast::net::tls::client_config(None).expect("TLS roots")
+}
+
+/// How a publisher or player talks to the server: WCS's protocol, or WHIP/WHEP.
+pub enum Leg {
+    Wcs { session: Arc<SignalingClient>, stream: ClientStream },
+    Whip(WhipSession),
+}
+
+impl Leg {
+    /// Stop and close (WHIP/WHEP: DELETE the resource, in the background).
+    pub fn end(&self) {
+        match self {
+            Leg::Wcs { session, stream } => {
+                stream.stop();
+                session.close();
+            }
+            Leg::Whip(session) => {
+                let session = session.clone();
+                tokio::spawn(async move { session.delete().await });
+            }
+        }
     }
 }
 
 pub struct Publisher {
-    _session: Arc<SignalingClient>,
-    _stream: ClientStream,
+    _leg: Leg,
     pub pump: tokio::task::JoinHandle<(u64, u64)>,
 }
 
@@ -106,8 +155,7 @@ impl PlayerStats {
 
 /// A player in the load generator: plays `name` and records while `recording` is true.
 pub struct Player {
-    pub session: Arc<SignalingClient>,
-    pub stream: ClientStream,
+    pub leg: Leg,
     pub stats: tokio::task::JoinHandle<PlayerStats>,
     /// Time from the play request to the first packet, and to the first keyframe packet.
     pub first: watch::Receiver<(Option<Duration>, Option<Duration>)>,
@@ -120,12 +168,19 @@ pub async fn play(
     recording: watch::Receiver<bool>,
     done: watch::Receiver<bool>,
 ) -> Result<Player, String> {
-    let session = SignalingClient::connect(url, None).await.map_err(|e| e.to_string())?;
     let sink = client.media.next_id();
     let mut tap = client.media.tap(sink);
     let started = Instant::now();
-    let mut stream = session.play(&client.media, name, sink).await.map_err(|e| e.to_string())?;
-    stream.wait_for(StreamStatus::Playing, WAIT).await.map_err(|e| e.to_string())?;
+    let leg = if is_http(url) {
+        // WHEP: no status to wait for; the first packets tell (see `first`).
+        let (endpoint, peer) = (endpoint(url, "/whep", name), client.media.next_id());
+        Leg::Whip(whip::play(&client.media, &endpoint, None, tls(), peer, sink).await.map_err(|e| e.to_string())?)
+    } else {
+        let session = SignalingClient::connect(url, None).await.map_err(|e| e.to_string())?;
+        let mut stream = session.play(&client.media, name, sink).await.map_err(|e| e.to_string())?;
+        stream.wait_for(StreamStatus::Playing, WAIT).await.map_err(|e| e.to_string())?;
+        Leg::Wcs { session, stream }
+    };
     let epoch = client.epoch;
     let mut done = done;
     let (first_tx, first) = watch::channel((None, None));
@@ -163,7 +218,7 @@ pub async fn play(
         }
         s
     });
-    Ok(Player { session, stream, stats, first })
+    Ok(Player { leg, stats, first })
 }
 
 /// The `p`-th percentile (0-100) of `values`, sorting them.

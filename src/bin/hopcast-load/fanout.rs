@@ -8,12 +8,13 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 
 use hopcast::media::latency::Histogram;
-use hopcast::testkit::process::latency_in;
+use hopcast::testkit::process::{cpu_time, latency_in, rss};
 
 use crate::baseline;
 use crate::common::*;
 
 pub struct FanoutResult {
+    pub label: &'static str,
     pub players: usize,
     pub seconds: f64,
     pub packets: u64,
@@ -49,19 +50,48 @@ impl FanoutResult {
 pub const HEADER: &str =
     "unix_time,scenario,players,seconds,packets,pps,cpu_s,us_per_packet,baseline_us,ratio,pps_per_core,gbps_per_core,loss_pct,p50_us,p99_us,rss_per_player_kib,datagrams_per_call,datagrams_per_message,server_p50_us,server_p99_us";
 
-pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
-    let server = start_server(&[]);
-    let url = server.ws_url();
+/// Where the fan-out runs: a hopcast this tool starts, driven over WCS's protocol or
+/// over WHIP/WHEP; or any WHIP/WHEP server already running, whose CPU is read by PID.
+#[derive(Clone)]
+pub enum Target {
+    Own { whip: bool },
+    External { whip: String, whep: String, pid: u32 },
+}
+
+impl Target {
+    fn label(&self) -> &'static str {
+        match self {
+            Target::Own { whip: false } => "fanout",
+            Target::Own { whip: true } => "fanout-whip",
+            Target::External { .. } => "fanout-external",
+        }
+    }
+}
+
+pub async fn run(target: &Target, players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
+    let server = match target {
+        Target::Own { .. } => Some(start_server(&[])),
+        Target::External { .. } => None,
+    };
+    let (publish_url, play_url, pid) = match (target, &server) {
+        (Target::Own { whip: false }, Some(s)) => (s.ws_url(), s.ws_url(), s.pid()),
+        (Target::Own { whip: true }, Some(s)) => {
+            (format!("http://127.0.0.1:{}/whip", s.http), format!("http://127.0.0.1:{}/whep", s.http), s.pid())
+        }
+        (Target::External { whip, whep, pid }, _) => (whip.clone(), whep.clone(), *pid),
+        _ => unreachable!("an own target has a server"),
+    };
+    let media_stats = || server.as_ref().and_then(|s| s.media_stats()).unwrap_or_default();
     let mut client = Client::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (rec_tx, rec_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(false);
-    let publisher = client.publish(&url, "bench", bitrate, stop_rx).await;
-    let rss_before = server.rss().unwrap_or(0) as i64;
+    let publisher = client.publish(&publish_url, "bench", bitrate, stop_rx).await;
+    let rss_before = rss(pid).unwrap_or(0) as i64;
 
     let mut all = Vec::new();
     for chunk in (0..players).collect::<Vec<_>>().chunks(16) {
-        let joins = chunk.iter().map(|_| play(&client, &url, "bench", rec_rx.clone(), done_rx.clone()));
+        let joins = chunk.iter().map(|_| play(&client, &play_url, "bench", rec_rx.clone(), done_rx.clone()));
         for p in join_all(joins).await {
             match p {
                 Ok(p) => all.push(p),
@@ -70,10 +100,15 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
         }
         eprint!("\r  fan-out {players}: {}/{players} players playing   ", all.len());
     }
+    // Players over WHEP have no PLAYING to wait for: wait for their first packets.
+    for p in &all {
+        let mut first = p.first.clone();
+        let _ = tokio::time::timeout(WAIT, first.wait_for(|(packet, _)| packet.is_some())).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let media0 = server.media_stats().unwrap_or_default();
-    let cpu0 = server.cpu_time().unwrap_or_default();
+    let media0 = media_stats();
+    let cpu0 = cpu_time(pid).unwrap_or_default();
     let t0 = Instant::now();
     let _ = rec_tx.send(true);
     for s in 0..seconds {
@@ -81,12 +116,12 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let _ = rec_tx.send(false);
-    let cpu = server.cpu_time().unwrap_or_default().saturating_sub(cpu0);
-    let media1 = server.media_stats().unwrap_or_default();
+    let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    let media1 = media_stats();
     let (sent0, sent1) = (send_counters(&media0), send_counters(&media1));
     let forwarding = latency_in(&media1, "forwardLatency").since(&latency_in(&media0, "forwardLatency"));
     let elapsed = t0.elapsed().as_secs_f64();
-    let rss_after = server.rss().unwrap_or(0) as i64;
+    let rss_after = rss(pid).unwrap_or(0) as i64;
     let _ = done_tx.send(true);
 
     let mut packets = 0;
@@ -99,7 +134,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
         bytes += s.bytes;
         expected += s.expected();
         delays.extend(s.delays_us);
-        drop(p.stream);
+        p.leg.end();
     }
     let _ = stop_tx.send(true);
     let (video_sent, audio_sent) = publisher.pump.await.unwrap_or_default();
@@ -109,6 +144,7 @@ pub async fn run(players: usize, seconds: u64, bitrate: u64) -> FanoutResult {
     let baseline_us = baseline::cost_per_packet(players, Duration::from_secs(seconds.min(5)), in_pps, avg as usize);
     eprintln!("\r                                                  ");
     FanoutResult {
+        label: target.label(),
         players,
         seconds: elapsed,
         packets,
@@ -132,7 +168,12 @@ fn send_counters(stats: &serde_json::Value) -> (u64, u64, u64) {
 }
 
 pub fn report(results: &[FanoutResult], csv: &Path) {
-    println!("\nfan-out (1 publisher, N players, one server)");
+    let over = match results.first().map_or("fanout", |r| r.label) {
+        "fanout-whip" => " over WHIP/WHEP",
+        "fanout-external" => " against another server over WHIP/WHEP",
+        _ => "",
+    };
+    println!("\nfan-out{over} (1 publisher, N players, one server)");
     println!(
         "{:>7} {:>10} {:>10} {:>9} {:>9} {:>7} {:>11} {:>9} {:>7} {:>9} {:>11} {:>11} {:>10} {:>10} {:>10}",
         "players",
@@ -173,8 +214,9 @@ pub fn report(results: &[FanoutResult], csv: &Path) {
             r.forwarding.percentile_us(99.0) as f64 / 1000.0
         );
         let row = format!(
-            "{},fanout,{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{},{:.2},{:.2},{},{}",
+            "{},{},{},{:.1},{},{:.0},{:.3},{:.3},{:.3},{:.2},{:.0},{:.3},{:.3},{},{},{},{:.2},{:.2},{},{}",
             timestamp(),
+            r.label,
             r.players,
             r.seconds,
             r.packets,

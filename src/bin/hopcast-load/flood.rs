@@ -46,8 +46,7 @@ pub async fn run(players: usize, sessions: usize) {
     let opened = (held.len(), raw.len());
 
     for p in &held {
-        p.stream.stop();
-        p.session.close();
+        p.leg.end();
     }
     for mut ws in raw {
         let _ = ws.close(None).await;

@@ -100,6 +100,30 @@ struct BenchArgs {
     /// A setting for every server started, as `hopcast --set` takes it (e.g. media.gso=false).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Fan-out over WHIP/WHEP instead of WCS's protocol (against the hopcast started here).
+    #[arg(long)]
+    whip_whep: bool,
+    /// Fan-out against another server's WHIP endpoint (with --whep and --pid): e.g.
+    /// http://127.0.0.1:1985/rtc/v1/whip/?app=live&stream=bench
+    #[arg(long, requires_all = ["whep", "pid"])]
+    whip: Option<String>,
+    /// That server's WHEP endpoint for the same stream.
+    #[arg(long, requires_all = ["whip", "pid"])]
+    whep: Option<String>,
+    /// That server's process id, whose CPU time and memory are read from /proc.
+    #[arg(long, requires_all = ["whip", "whep"])]
+    pid: Option<u32>,
+}
+
+impl BenchArgs {
+    fn target(&self) -> fanout::Target {
+        match (&self.whip, &self.whep, self.pid) {
+            (Some(whip), Some(whep), Some(pid)) => {
+                fanout::Target::External { whip: whip.clone(), whep: whep.clone(), pid }
+            }
+            _ => fanout::Target::Own { whip: self.whip_whep },
+        }
+    }
 }
 
 fn main() {
@@ -126,8 +150,21 @@ fn main() {
                 flood::run(players, sessions).await
             }
             Command::Smoke { csv } => {
-                let b = BenchArgs { players: vec![2], seconds: 1, bitrate: 300_000, csv, set: Vec::new() };
+                let mut b = BenchArgs {
+                    players: vec![2],
+                    seconds: 1,
+                    bitrate: 300_000,
+                    csv,
+                    set: Vec::new(),
+                    whip_whep: false,
+                    whip: None,
+                    whep: None,
+                    pid: None,
+                };
                 run_fanout(&b).await;
+                b.whip_whep = true;
+                run_fanout(&b).await;
+                b.whip_whep = false;
                 relay::run(1, b.bitrate, 1, &b.csv).await;
                 setup::run(2, 4, &b.csv).await;
                 router_bench::run(2, 50);
@@ -143,7 +180,7 @@ async fn run_fanout(b: &BenchArgs) {
     }
     let mut results = Vec::new();
     for &n in &b.players {
-        results.push(fanout::run(n, b.seconds, b.bitrate).await);
+        results.push(fanout::run(&b.target(), n, b.seconds, b.bitrate).await);
     }
     fanout::report(&results, &b.csv);
 }

@@ -94,7 +94,7 @@ pub async fn run(seconds: u64, bitrate: u64, keyframe_trials: usize, csv: &Path)
         if let Some(t) = first_keyframe(&mut p).await {
             keyframes.push(t);
         }
-        p.stream.stop();
+        p.leg.end();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 

@@ -45,8 +45,7 @@ pub async fn run(trials: usize, sessions: usize, csv: &Path) {
         if let Some(t) = first_packet(&mut p).await {
             first.push(t);
         }
-        p.stream.stop();
-        p.session.close();
+        p.leg.end();
     }
 
     eprint!("\r  setup: {sessions} sessions...        ");
