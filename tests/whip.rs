@@ -169,3 +169,26 @@ async fn relays_push_over_whip_and_pull_over_whep() {
     assert_eq!(code, 200);
     eventually("the WHIP stream left server 2", || status_of(&s2, "hop", true).is_none()).await;
 }
+
+/// A WHIP/WHEP session holds no TCP connection, so the cap on connections per address
+/// counts its sessions instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_sessions_per_address_are_capped() {
+    let server = Server::start(&["--set", "limits.connections_per_ip=2"]);
+    let ClientMedia { media, .. } = client_media();
+    let source = media.next_id();
+    media.add_source(source);
+    let mut sessions = Vec::new();
+    for name in ["a", "b"] {
+        let url = endpoint(&server, "whip", name);
+        sessions.push(whip::publish(&media, &url, None, tls(), media.next_id(), source).await.unwrap());
+    }
+    let third = whip::publish(&media, &endpoint(&server, "whip", "c"), None, tls(), media.next_id(), source).await;
+    match third {
+        Err(WhipError::Refused(429, why)) => assert!(why.contains("limits.connections_per_ip"), "{why}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a third WHIP session from one address was admitted"),
+    }
+    assert_eq!(sessions[0].delete().await.unwrap(), 200);
+    whip::publish(&media, &endpoint(&server, "whip", "c"), None, tls(), media.next_id(), source).await.unwrap();
+}

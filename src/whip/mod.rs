@@ -34,6 +34,9 @@ pub const SDP: &str = "application/sdp";
 struct Resource {
     session: String,
     media_session_id: String,
+    /// The client's address: a WHIP/WHEP session holds no connection, so the cap on
+    /// connections per address is counted here instead.
+    ip: std::net::IpAddr,
 }
 
 #[derive(Clone)]
@@ -48,8 +51,8 @@ pub fn routes(hub: Arc<Hub>, cors_origins: Option<Vec<String>>) -> Router {
     let state = WhipState { hub, resources: Arc::default() };
     let cors_origins = Arc::new(cors_origins);
     Router::new()
-        .route("/whip/{name}", post(whip).options(preflight))
-        .route("/whep/{name}", post(whep).options(preflight))
+        .route("/whip/{name}", post(offer::<true>).options(preflight))
+        .route("/whep/{name}", post(offer::<false>).options(preflight))
         .route("/whip/resource/{id}", axum::routing::delete(end).patch(patch).options(preflight))
         .route("/whep/resource/{id}", axum::routing::delete(end).patch(patch).options(preflight))
         .with_state(state)
@@ -68,7 +71,8 @@ async fn preflight() -> Response {
     response
 }
 
-async fn whip(
+/// `POST` of an offer: WHIP (`PUBLISH`) or WHEP.
+async fn offer<const PUBLISH: bool>(
     State(state): State<WhipState>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -76,18 +80,7 @@ async fn whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    open(state, true, name, query, remote, headers, body).await
-}
-
-async fn whep(
-    State(state): State<WhipState>,
-    Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    ConnectInfo(RemoteAddr(remote)): ConnectInfo<RemoteAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    open(state, false, name, query, remote, headers, body).await
+    open(state, PUBLISH, name, query, remote, headers, body).await
 }
 
 /// The HTTP status for a refusal the protocol gives as a FAILED reason.
@@ -119,6 +112,16 @@ async fn open(
     let Ok(sdp) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "Invalid SDP: not UTF-8");
     };
+    let cap = state.hub.limits().connections_per_ip;
+    let open_here = {
+        let resources = state.resources.lock().unwrap_or_else(|p| p.into_inner());
+        resources.values().filter(|r| r.ip == remote.ip()).count()
+    };
+    if open_here >= cap {
+        state.hub.count_refusal(crate::state::hub::Refusal::Connecting);
+        let why = format!("Too many WHIP/WHEP sessions from this address (limit {cap}, limits.connections_per_ip)");
+        return error(StatusCode::TOO_MANY_REQUESTS, why);
+    }
     let hub = state.hub.clone();
     let (session, mut outbox) = hub.open_session(remote.to_string());
     let ends = |why: &str| {
@@ -180,11 +183,10 @@ async fn open(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let kind = if publish { "whip" } else { "whep" };
     tracing::info!(session, stream = %name, resource = %id, "{kind} session");
-    state
-        .resources
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), Resource { session: session.clone(), media_session_id: media_session_id.clone() });
+    state.resources.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id.clone(),
+        Resource { session: session.clone(), media_session_id: media_session_id.clone(), ip: remote.ip() },
+    );
     tokio::spawn(watch(state.clone(), id.clone(), outbox));
     let mut response = (StatusCode::CREATED, sdp).into_response();
     let headers = response.headers_mut();
