@@ -119,8 +119,8 @@ async fn two_origins_one_name_bad_records_and_a_nats_restart() {
     // Two origins publish one name: the edge pulls from the one with the lowest id, as
     // every edge would.
     let ClientMedia { media, .. } = client_media();
-    let (_s1, _a, _pa) = publish_source(&o1, &media, "dup").await;
-    let (_s2, _b, _pb) = publish_source(&o2, &media, "dup").await;
+    let (s1, _a, _pa) = publish_source(&o1, &media, "dup").await;
+    let (s2, _b, _pb) = publish_source(&o2, &media, "dup").await;
     eventually("the edge hears both origins have it", || {
         let (_, nodes) = get(&edge, "/rest-api/cdn/show_nodes");
         let has = |n: &&Value| n["streams"].as_array().is_some_and(|s| s.iter().any(|s| s == "dup"));
@@ -128,7 +128,9 @@ async fn two_origins_one_name_bad_records_and_a_nats_restart() {
     })
     .await;
     let session = connect(&edge).await;
-    let mut player = session.play(&media, "dup", media.next_id()).await.unwrap();
+    let sink = media.next_id();
+    let mut tap = media.tap(sink);
+    let mut player = session.play(&media, "dup", sink).await.unwrap();
     player.wait_for(StreamStatus::Playing, Duration::from_secs(10)).await.unwrap();
     let (_, relays) = get(&edge, "/rest-api/pull/find_all");
     let pulled_from = relays[0]["uri"].as_str().unwrap().to_string();
@@ -138,7 +140,7 @@ async fn two_origins_one_name_bad_records_and_a_nats_restart() {
         .min_by(|a, b| a.1.cmp(&b.1))
         .unwrap();
     assert_eq!(pulled_from, lowest.0);
-    player.stop();
+    let source = if pulled_from == o1.ws_url() { s1 } else { s2 };
 
     // A malformed record from "another node": a warning, nothing else.
     let raw = async_nats::connect(nats.url.as_str()).await.unwrap();
@@ -151,11 +153,22 @@ async fn two_origins_one_name_bad_records_and_a_nats_restart() {
     .await;
     assert_eq!(node_count(&edge), 3);
 
-    // NATS restarted on the same address: the nodes come back, new plays work.
+    // NATS dies: the running pull keeps flowing (relays do not need NATS), and a play
+    // of a name the edge lacks fails with WCS's reason instead of hanging.
     let port = nats.port;
     drop(raw);
     drop(nats);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    received_after(&media, source, &mut tap, 1).await;
+    let lookup = session.play(&media, "only-after-restart", media.next_id()).await;
+    assert!(
+        matches!(lookup, Err(ClientError::Failed(ref why)) if why == reason::STREAM_NOT_FOUND),
+        "{:?}",
+        lookup.err()
+    );
+    player.stop();
+
+    // NATS restarted on the same address: the nodes come back, new plays work.
     let _nats = Nats::start_on(port);
     let (source, _c, _pc) = publish_source(&o1, &media, "after-restart").await;
     eventually("the edge hears of the new stream", || {

@@ -2,6 +2,7 @@
 //! turn it on; the server is built without it): synthetic media and payload stamps,
 //! hopcast as a child process, and the client-side media engine both use.
 
+pub mod fuzz;
 pub mod process;
 pub mod stamp;
 pub mod synthetic;

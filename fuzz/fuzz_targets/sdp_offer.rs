@@ -1,0 +1,2 @@
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hopcast::testkit::fuzz::sdp_offer(data));
