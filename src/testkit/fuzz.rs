@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use crate::media::router::{Role, Router};
 use crate::testkit::exchange_datagrams;
 
+/// A fuzz target: bytes in, a panic is a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name (the `fuzz/fuzz_targets/*.rs` files and corpus folders).
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("signaling", signaling),
     ("properties", properties),
     ("rest_bodies", rest_bodies),
