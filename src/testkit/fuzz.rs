@@ -98,17 +98,28 @@ thread_local! {
     static LIVE: RefCell<Option<Live>> = const { RefCell::new(None) };
 }
 
-fn live() -> Live {
-    let mut now = Instant::now();
+/// Client peer `id` offers `roles.0` from local `port`; server peer `id + 10` answers
+/// as `roles.1`.
+fn negotiate(client: &mut Router, server: &mut Router, id: u64, roles: (Role, Role), port: u16, now: Instant) {
+    let local = SocketAddr::from(([127, 0, 0, 1], port));
+    let offer = client.offer(id, roles.0, local, now).expect("offer");
+    let answer = server.answer(id + 10, roles.1, &offer, now).expect("answer");
+    client.apply_answer(id, &answer, now).expect("apply");
+}
+
+/// A client publishing stream 1 to a server (not yet connected).
+fn publishing_pair(now: Instant) -> (Router, Router) {
     let mut client = Router::new(vec![CLIENT.parse().expect("address")], Duration::from_secs(5));
     let mut server = Router::new(vec![SERVER.parse().expect("address")], Duration::from_secs(5));
     client.add_source(1);
-    let offer = client.offer(10, Role::Consumer(1), "127.0.0.1:40001".parse().expect("address"), now).expect("offer");
-    let answer = server.answer(20, Role::Producer(100), &offer, now).expect("answer");
-    client.apply_answer(10, &answer, now).expect("apply");
-    let offer = client.offer(11, Role::Producer(2), "127.0.0.1:40002".parse().expect("address"), now).expect("offer");
-    let answer = server.answer(21, Role::Consumer(100), &offer, now).expect("answer");
-    client.apply_answer(11, &answer, now).expect("apply");
+    negotiate(&mut client, &mut server, 10, (Role::Consumer(1), Role::Producer(100)), 40001, now);
+    (client, server)
+}
+
+fn live() -> Live {
+    let mut now = Instant::now();
+    let (mut client, mut server) = publishing_pair(now);
+    negotiate(&mut client, &mut server, 11, (Role::Producer(2), Role::Consumer(100)), 40002, now);
     for _ in 0..100 {
         exchange_datagrams(&mut client, &mut server, now);
         now += Duration::from_millis(1);
@@ -123,12 +134,7 @@ fn live() -> Live {
 /// seeds of that target's corpus.
 pub fn seed_datagrams() -> Vec<Vec<u8>> {
     let mut now = Instant::now();
-    let mut client = Router::new(vec![CLIENT.parse().expect("address")], Duration::from_secs(5));
-    let mut server = Router::new(vec![SERVER.parse().expect("address")], Duration::from_secs(5));
-    client.add_source(1);
-    let offer = client.offer(10, Role::Consumer(1), "127.0.0.1:40001".parse().expect("address"), now).expect("offer");
-    let answer = server.answer(20, Role::Producer(100), &offer, now).expect("answer");
-    client.apply_answer(10, &answer, now).expect("apply");
+    let (mut client, mut server) = publishing_pair(now);
     let mut seeds = Vec::new();
     for round in 0..100u64 {
         if round > 50 {
