@@ -288,12 +288,7 @@ impl Remote {
         remote_name: &str,
     ) -> Result<Remote, String> {
         if url.starts_with("http://") || url.starts_with("https://") {
-            let base = url.trim_end_matches('/');
-            let endpoint = if base.ends_with("/whip") || base.ends_with("/whep") {
-                format!("{base}/{remote_name}")
-            } else {
-                base.into()
-            };
+            let endpoint = whip::endpoint(url, remote_name);
             let token = custom.get("token").and_then(|t| t.as_str()).map(String::from);
             return Ok(Remote::Whip { endpoint, token, tls: tls.clone(), session: None });
         }

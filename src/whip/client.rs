@@ -114,6 +114,17 @@ async fn open(
     }
 }
 
+/// The endpoint for stream `name`: `url` with `/name` appended when it ends in `/whip`
+/// or `/whep` (a server's base), else `url` as it is (a full endpoint, e.g. with a query).
+pub fn endpoint(url: &str, name: &str) -> String {
+    let base = url.trim_end_matches('/');
+    if base.ends_with("/whip") || base.ends_with("/whep") {
+        format!("{base}/{name}")
+    } else {
+        base.to_string()
+    }
+}
+
 /// `location` (absolute, or a path) against the endpoint URL it came from.
 fn resolve(url: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
@@ -153,5 +164,12 @@ mod tests {
         assert_eq!(resolve(url, "https://o/x"), "https://o/x");
         assert_eq!(resolve(url, "resource/1"), "http://h:8081/whip/resource/1");
         assert_eq!(resolve("http://h", "/r"), "http://h/r");
+    }
+
+    #[test]
+    fn endpoints_take_the_name_after_a_base() {
+        assert_eq!(super::endpoint("http://h/whip/", "cam"), "http://h/whip/cam");
+        assert_eq!(super::endpoint("http://h/whep", "cam"), "http://h/whep/cam");
+        assert_eq!(super::endpoint("http://h/rtc/v1/whip/?stream=x", "cam"), "http://h/rtc/v1/whip/?stream=x");
     }
 }

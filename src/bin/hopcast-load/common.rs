@@ -60,7 +60,7 @@ impl Client {
         let mut source = SyntheticSource::new(self.media.clone(), bitrate, self.epoch);
         let key = source.key;
         let leg = if is_http(url) {
-            let endpoint = endpoint(url, "/whip", name);
+            let endpoint = whip::endpoint(url, name);
             let peer = self.media.next_id();
             Leg::Whip(whip::publish(&self.media, &endpoint, None, tls(), peer, key).await.expect("WHIP publish"))
         } else {
@@ -90,18 +90,10 @@ fn is_http(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
-/// A WHIP/WHEP endpoint: `url`, with `/name` appended when it ends in `suffix`.
-fn endpoint(url: &str, suffix: &str, name: &str) -> String {
-    let base = url.trim_end_matches('/');
-    if base.ends_with(suffix) {
-        format!("{base}/{name}")
-    } else {
-        base.to_string()
-    }
-}
-
+/// TLS trust for WHIP/WHEP over https, read from the system once for every player.
 fn tls() -> Arc<rustls::ClientConfig> {
-    hopcast::net::tls::client_config(None).expect("TLS roots")
+    static TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| hopcast::net::tls::client_config(None).expect("TLS roots")).clone()
 }
 
 /// How a publisher or player talks to the server: WCS's protocol, or WHIP/WHEP.
@@ -173,7 +165,7 @@ pub async fn play(
     let started = Instant::now();
     let leg = if is_http(url) {
         // WHEP: no status to wait for; the first packets tell (see `first`).
-        let (endpoint, peer) = (endpoint(url, "/whep", name), client.media.next_id());
+        let (endpoint, peer) = (whip::endpoint(url, name), client.media.next_id());
         Leg::Whip(whip::play(&client.media, &endpoint, None, tls(), peer, sink).await.map_err(|e| e.to_string())?)
     } else {
         let session = SignalingClient::connect(url, None).await.map_err(|e| e.to_string())?;
