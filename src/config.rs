@@ -105,6 +105,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "milliseconds an edge's players wait for a stream whose origin was lost to reappear in the cluster",
     ),
     ("memory.trim", "true", "give freed heap back to the OS after sessions end (glibc malloc_trim)"),
+    (
+        "shutdown.grace_ms",
+        "5000",
+        "milliseconds a stopping server (SIGTERM/SIGINT) gives its clients and relay remotes before it exits",
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +136,8 @@ pub struct Config {
     pub relay_reconnect_max: Duration,
     pub web_dir: Option<PathBuf>,
     pub memory_trim: bool,
+    /// How long a graceful stop may take.
+    pub shutdown_grace: Duration,
     /// The cluster, when `cdn_enabled`.
     pub cdn: Option<Cdn>,
     pub limits: Limits,
@@ -331,6 +338,7 @@ impl Config {
             relay_reconnect_max: Duration::from_millis(number("relay.reconnect_max_ms")?.max(100)),
             web_dir: path("web.dir"),
             memory_trim: boolean("memory.trim")?,
+            shutdown_grace: Duration::from_millis(number("shutdown.grace_ms")?.max(100)),
             cdn: match boolean("cdn_enabled")? {
                 false => None,
                 true => {

@@ -114,9 +114,18 @@ fn main() -> ExitCode {
                     media = ?server.media, "hopcast started"
                 );
                 shutdown_signal().await;
-                tracing::info!("stopping");
-                server.stop(std::time::Duration::from_secs(2)).await;
-                ExitCode::SUCCESS
+                tracing::info!("stopping (a second signal exits at once)");
+                tokio::select! {
+                    _ = server.stop() => {
+                        tracing::info!("stopped");
+                        ExitCode::SUCCESS
+                    }
+                    _ = shutdown_signal() => {
+                        tracing::warn!("second signal: exiting now");
+                        // Not a return: dropping the runtime would wait for its tasks.
+                        std::process::exit(130)
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("hopcast: {e}");

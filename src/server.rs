@@ -24,6 +24,7 @@ use crate::whip;
 pub struct RunningServer {
     /// Stops the listeners and sessions (see [`RunningServer::stop`]).
     shutdown: Shutdown,
+    grace: std::time::Duration,
     pub ws: SocketAddr,
     pub wss: SocketAddr,
     pub http: SocketAddr,
@@ -35,10 +36,26 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Stop accepting, close every session (their streams end, their clients hear it)
-    /// and wait up to `grace` for the tasks to finish.
-    pub async fn stop(self, grace: std::time::Duration) {
-        self.shutdown.stop(grace).await;
+    /// A graceful stop, within `shutdown.grace_ms`: accept no more connections; leave
+    /// the cluster (edges look for another origin at once); end every relay (each
+    /// unpublishes on its remote, or stops playing there); end every stream, each
+    /// client told why (publishers UNPUBLISHED, players STOPPED, "Stopped by server
+    /// shutdown"); then close every session (1001) once it has sent what it holds.
+    pub async fn stop(self) {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.shutdown.stop_accepting();
+        // New streams are refused from here on.
+        self.hub.refuse_new_streams();
+        if let Some(cluster) = &self.cluster {
+            let _ = tokio::time::timeout_at(deadline, cluster.leave()).await;
+        }
+        let why = crate::wcs::protocol::reason::SERVER_SHUTDOWN;
+        // Keep a share of the grace for the sessions' goodbyes.
+        let relays_by = deadline - self.grace / 4;
+        let ended = tokio::time::timeout_at(relays_by, self.relays.terminate_all(why)).await;
+        tracing::info!(relays = ended.map(|r| r.len()).unwrap_or(0), "relays ended");
+        self.hub.end_all(why);
+        self.shutdown.stop(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
     }
 
     /// One line that tools and tests read to learn the ports.
@@ -145,6 +162,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         relays,
         cluster,
         shutdown,
+        grace: config.shutdown_grace,
     };
     let web = web::WebState::new(
         config.web_dir.clone(),

@@ -22,6 +22,9 @@ pub struct Announcement {
     pub streams: Vec<String>,
     /// Players on this node (its load).
     pub players: usize,
+    /// The node is stopping: forget it now rather than after the silence timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 impl Announcement {
@@ -49,7 +52,11 @@ impl Directory {
 
     /// A node spoke (this one included).
     pub fn heard(&mut self, a: Announcement, now: Instant) {
-        self.nodes.insert(a.id.clone(), (a, now));
+        if a.leaving {
+            self.nodes.remove(&a.id);
+        } else {
+            self.nodes.insert(a.id.clone(), (a, now));
+        }
     }
 
     /// Forget nodes silent for longer than the timeout; returns their ids.
@@ -106,6 +113,7 @@ mod tests {
             uri: format!("ws://{id}:8080/"),
             streams: streams.iter().map(|s| s.to_string()).collect(),
             players,
+            leaving: false,
         }
     }
 

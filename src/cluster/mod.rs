@@ -53,6 +53,8 @@ pub struct Cluster {
     releasing: Mutex<std::collections::HashSet<String>>,
     /// One fetch per name at a time: players of one name share one pull.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set by [`Cluster::leave`]: announcements stop.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -94,6 +96,7 @@ impl Cluster {
             lost: Mutex::default(),
             releasing: Mutex::default(),
             fetching: Mutex::default(),
+            left: Default::default(),
         });
         tracing::info!(node = %cluster.id, uri = %cluster.uri, origin = cluster.config.origin, edge = cluster.config.edge, "joining the cluster");
         tokio::spawn(cluster.clone().listen());
@@ -157,7 +160,6 @@ impl Cluster {
     /// Announce this node every second and whenever its streams change; then expire
     /// silent nodes and release pulls nobody plays any more.
     async fn announce(self: Arc<Self>) {
-        let subject = format!("{SUBJECT_PREFIX}{}", self.id);
         let mut last: Option<(Vec<String>, Instant)> = None;
         let mut tick = tokio::time::interval(WATCH_EVERY);
         loop {
@@ -165,18 +167,12 @@ impl Cluster {
             let now = Instant::now();
             let mut streams = if self.config.origin { self.hub.publishing_names() } else { Vec::new() };
             streams.sort();
+            if self.left.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             let due = last.as_ref().is_none_or(|(s, at)| *s != streams || now.duration_since(*at) >= ANNOUNCE_EVERY);
             if due {
-                let announcement = Announcement {
-                    id: self.id.clone(),
-                    origin: self.config.origin,
-                    edge: self.config.edge,
-                    uri: self.uri.clone(),
-                    streams: streams.clone(),
-                    players: self.hub.players(),
-                };
-                let payload = serde_json::to_vec(&announcement).expect("serializable");
-                if let Err(e) = self.nats.publish(subject.clone(), payload.into()).await {
+                if let Err(e) = self.publish_announcement(streams.clone(), false).await {
                     tracing::debug!(error = %e, "announcement not sent (not in the cluster yet)");
                 }
                 last = Some((streams, now));
@@ -186,6 +182,36 @@ impl Cluster {
                 // Once a second at most: it looks at every pull and its players.
                 self.release_unplayed(now).await;
             }
+        }
+    }
+
+    async fn publish_announcement(&self, streams: Vec<String>, leaving: bool) -> Result<(), String> {
+        let announcement = Announcement {
+            id: self.id.clone(),
+            origin: self.config.origin,
+            edge: self.config.edge,
+            uri: self.uri.clone(),
+            streams,
+            players: self.hub.players(),
+            leaving,
+        };
+        let payload = serde_json::to_vec(&announcement).expect("serializable");
+        let subject = format!("{SUBJECT_PREFIX}{}", self.id);
+        self.nats.publish(subject, payload.into()).await.map_err(|e| e.to_string())
+    }
+
+    /// The server is stopping: stop announcing and tell the other nodes to forget this
+    /// one now (edges pulling from it look for another origin at once).
+    pub async fn leave(&self) {
+        self.left.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = self.publish_announcement(Vec::new(), true).await;
+        let flushed = match sent {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match flushed {
+            Ok(_) => tracing::info!(node = %self.id, "left the cluster"),
+            Err(e) => tracing::info!(node = %self.id, error = %e, "could not say goodbye to the cluster"),
         }
     }
 

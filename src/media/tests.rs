@@ -244,3 +244,23 @@ fn a_client_made_dtls_server_by_the_answer_still_checks_and_connects() {
     assert!(client_events.contains(&MediaEvent::Connected { peer: 10 }), "{client_events:?} {server_events:?}");
     assert!(server_events.contains(&MediaEvent::Connected { peer: 20 }), "{server_events:?}");
 }
+
+/// The engine ends with its last handle: its threads stop and its ports are free again
+/// (an engine that outlived its handles kept its peers' ICE alive for good).
+#[test]
+fn the_engine_stops_when_its_last_handle_goes() {
+    let lo = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let options = super::engine::Options { threads: 2, ..Default::default() };
+    let (media, _events) = super::engine::start(&[(lo, lo)], 0..=0, options).unwrap();
+    let ports: Vec<u16> = media.addrs().iter().map(|a| a.port()).collect();
+    let second = media.clone();
+    drop(media);
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for port in ports {
+        while crate::media::udp::bind(std::net::SocketAddr::new(lo, port)).is_err() {
+            assert!(Instant::now() < deadline, "port {port} still held after the last handle went");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

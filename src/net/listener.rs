@@ -166,8 +166,8 @@ impl axum::serve::Listener for LimitedListener {
 /// `header_timeout`, the first one and every later one on a kept-alive connection, or
 /// it is closed.
 ///
-/// On the stop signal it accepts no more, and open connections finish the request in
-/// hand (an upgraded WebSocket is its session's business).
+/// Once the server drains it accepts no more; when it closes, open connections finish
+/// the request in hand (an upgraded WebSocket is its session's business).
 pub fn serve<L>(mut listener: L, router: Router, header_timeout: Duration, mut stop: StopSignal)
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
@@ -176,7 +176,7 @@ where
         loop {
             let (io, remote) = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = stop.stopped() => break,
+                _ = stop.no_more_connections() => break,
             };
             let router = router.clone();
             let mut stop = stop.clone();

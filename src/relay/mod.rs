@@ -340,30 +340,44 @@ impl RelayManager {
         if filter.is_empty() {
             return Err(RelayError::BadRequest("Give localStreamName, remoteStreamName or uri to terminate".into()));
         }
+        let done = self.terminate_matching(|r| filter.matches(r), why).await;
+        if done.is_empty() {
+            return Err(RelayError::NotFound("No relay matches".into()));
+        }
+        Ok(done)
+    }
+
+    /// Every relay ends (the server is stopping): each unpublishes on its remote, or
+    /// stops playing there, and tells its local side `why`.
+    pub async fn terminate_all(&self, why: &str) -> Vec<RelayInfo> {
+        self.terminate_matching(|_| true, why).await
+    }
+
+    /// Terminate the relays `chosen` picks, all at once: the time it takes is the
+    /// slowest remote's, not their sum.
+    async fn terminate_matching(&self, chosen: impl Fn(&RelayInfo) -> bool, why: &str) -> Vec<RelayInfo> {
         let chosen: Vec<Arc<Relay>> = {
             let mut list = self.list();
-            let (chosen, kept) = list.drain(..).partition(|r| filter.matches(&r.info()));
+            let (chosen, kept) = list.drain(..).partition(|r| chosen(&r.info()));
             *list = kept;
             chosen
         };
-        if chosen.is_empty() {
-            return Err(RelayError::NotFound("No relay matches".into()));
-        }
-        let mut done = Vec::new();
-        for relay in chosen {
+        for relay in &chosen {
             *relay.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
             let _ = relay.terminate.send(true);
-            let task = relay.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(task) = task {
-                let _ = tokio::time::timeout(STEP_TIMEOUT, task).await;
-            }
-            relay.update(|i| {
-                i.status = StreamStatus::Stopped;
-                i.info = Some(why.to_string());
-            });
-            done.push(relay.info());
         }
-        Ok(done)
+        let tasks = chosen.iter().filter_map(|relay| relay.task.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let _ = tokio::time::timeout(STEP_TIMEOUT, futures_util::future::join_all(tasks)).await;
+        chosen
+            .iter()
+            .map(|relay| {
+                relay.update(|i| {
+                    i.status = StreamStatus::Stopped;
+                    i.info = Some(why.to_string());
+                });
+                relay.info()
+            })
+            .collect()
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Hub {
     fetcher: std::sync::OnceLock<Arc<dyn Fetch>>,
     /// The REST hooks, when a backend is configured.
     hooks: std::sync::OnceLock<Arc<Hooks>>,
+    /// The server is stopping: no new streams.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Something that can bring a stream that is not published here (an edge pulling it
@@ -103,6 +105,7 @@ impl Hub {
             connections,
             fetcher: Default::default(),
             hooks: Default::default(),
+            closing: Default::default(),
         })
     }
 
@@ -349,6 +352,21 @@ impl Hub {
         self.apply(effects);
     }
 
+    /// The server is stopping: refuse new streams from now on, and end every stream
+    /// with `why` (players STOPPED, publishers UNPUBLISHED), each told first-hand rather
+    /// than through their publisher's end. Their clients hear it before their
+    /// connections close.
+    pub fn end_all(&self, why: &str) {
+        self.refuse_new_streams();
+        let effects = self.registry().end_all(why);
+        self.apply(effects);
+    }
+
+    /// The server is stopping: refuse new streams from now on.
+    pub fn refuse_new_streams(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     /// The connection is gone: end everything the session owned.
     pub fn close_session(&self, session: &str) {
         let effects = self.registry().remove_session(session);
@@ -368,8 +386,12 @@ impl Hub {
         self.registry().send(session, ServerMessage::StreamStatus(info));
     }
 
-    /// What a client may not store whatever the stream: names and SDP beyond the limits.
+    /// What a client may not store whatever the stream: names and SDP beyond the limits
+    /// (and nothing new once the server is stopping).
     fn check_request(&self, req: &StreamRequest) -> Result<(), String> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(reason::SERVER_SHUTDOWN.to_string());
+        }
         let limits = &self.limits;
         if req.name.len() > limits.name_length || req.media_session_id.len() > limits.name_length {
             self.count_refusal(Refusal::Names);
@@ -474,6 +496,7 @@ impl Hub {
             return;
         };
         let status = if stream.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
+        tracing::info!(session, stream = %stream.info.name, media_session = media_session_id, ?status, "stopped by its client");
         // The backend hears of the request before the status it leads to (one queue).
         if let (Some(hooks), Some(s)) = (self.hooks.get(), registry.session(session)) {
             let path = if stream.info.published { "unPublishStream" } else { "stopStream" };

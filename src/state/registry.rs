@@ -441,6 +441,20 @@ impl Registry {
         effects
     }
 
+    /// Every stream ends with `why`: players first, so each hears its own reason rather
+    /// than its publisher's stop.
+    pub fn end_all(&mut self, why: &str) -> Vec<Effect> {
+        let mut order: Vec<(bool, String)> =
+            self.streams.values().map(|s| (s.info.published, s.info.media_session_id.clone())).collect();
+        order.sort();
+        let mut effects = Vec::new();
+        for (published, id) in order {
+            let status = if published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
+            effects.extend(self.end(&id, status, Some(why), true));
+        }
+        effects
+    }
+
     /// The session is gone: its streams end (players of its publications are stopped).
     pub fn remove_session(&mut self, id: &str) -> Vec<Effect> {
         let owned: Vec<String> = self
@@ -503,6 +517,26 @@ mod tests {
         assert_eq!(r.begin_play("s1", &req("p", "nobody"), 5), Err(reason::STREAM_NOT_FOUND));
         assert_eq!(r.begin_play("s1", &req("p", "cam"), 6), Ok(10));
         assert_eq!(r.begin_publish("nosuch", &req("z", "z"), 7, 13), Err(reason::SESSION_DOES_NOT_EXIST));
+    }
+
+    #[test]
+    fn end_all_tells_each_player_its_own_reason() {
+        let (mut r, mut rx) = registry();
+        r.begin_publish("s1", &req("pub", "cam"), 1, 10).unwrap();
+        r.begin_play("s1", &req("p1", "cam"), 2).unwrap();
+        r.connected(1);
+        r.connected(2);
+        statuses(&mut rx);
+        let effects = r.end_all("going");
+        assert!(effects.contains(&Effect::RemoveStream { key: 10 }));
+        assert_eq!(
+            statuses(&mut rx),
+            vec![
+                ("p1".into(), StreamStatus::Stopped, Some("going".into())),
+                ("pub".into(), StreamStatus::Unpublished, Some("going".into())),
+            ]
+        );
+        assert_eq!(r.stream_count(), 0);
     }
 
     #[test]

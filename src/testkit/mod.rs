@@ -3,6 +3,7 @@
 //! hopcast as a child process, and the client-side media engine both use.
 
 pub mod fuzz;
+pub mod netns;
 pub mod process;
 pub mod stamp;
 pub mod synthetic;

@@ -36,15 +36,36 @@ impl ServerProcess {
 
     /// Start `binary` with `args` (plus `--ip 127.0.0.1`), logging to `log`.
     pub fn start(binary: &Path, args: &[&str], log: PathBuf, rust_log: &str) -> Result<Self, String> {
+        let mut command = Command::new(binary);
+        command.args(args).args(["--ip", "127.0.0.1"]);
+        Self::spawn(command, log, rust_log)
+    }
+
+    /// Start `binary` inside network namespace `ns` (`ip netns exec`, which execs it: the
+    /// process id is the server's), advertising `ip`.
+    pub fn start_in_namespace(
+        ns: &str,
+        ip: &str,
+        binary: &Path,
+        args: &[&str],
+        log_dir: &Path,
+        rust_log: &str,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(log_dir).map_err(|e| format!("{}: {e}", log_dir.display()))?;
+        let log = log_dir.join(format!("hopcast-{}-{ns}.log", std::process::id()));
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).arg(binary).args(args).args(["--ip", ip]);
+        Self::spawn(command, log, rust_log)
+    }
+
+    fn spawn(mut command: Command, log: PathBuf, rust_log: &str) -> Result<Self, String> {
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut child = Command::new(binary)
-            .args(args)
-            .args(["--ip", "127.0.0.1"])
+        let mut child = command
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            .map_err(|e| format!("cannot start {:?}: {e}", command.get_program()))?;
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped stdout");
         let _ = BufReader::new(stdout).read_line(&mut line);

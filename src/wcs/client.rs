@@ -302,6 +302,14 @@ impl SignalingClient {
     }
 }
 
+/// The last handle gone closes the connection: the reader task answers the server's
+/// pings on its own, so without this a dropped client would stay connected for good.
+impl Drop for SignalingClient {
+    fn drop(&mut self) {
+        let _ = self.outgoing.send(Message::Close(None));
+    }
+}
+
 /// A stream this client publishes or plays.
 pub struct ClientStream {
     pub media_session_id: String,

@@ -57,6 +57,8 @@ pub mod reason {
     pub const BAD_URI: &str = "Bad URI";
     pub const FAILED_BY_ERROR: &str = "Failed by error";
     pub const ORIGIN_CONNECT: &str = "Failed to connect to origin stream";
+    /// Beyond WCS: the server is stopping (SIGTERM/SIGINT).
+    pub const SERVER_SHUTDOWN: &str = "Stopped by server shutdown";
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -308,6 +308,8 @@ struct Stats {
     relays: usize,
     /// Open TCP connections.
     connections: usize,
+    /// Tokio tasks alive (sessions, relay agents, timers): a leak shows here.
+    tasks: usize,
     refused: Refused,
     media: MediaFigures,
 }
@@ -356,6 +358,7 @@ async fn stats(State((hub, relays)): State<(Arc<Hub>, Arc<RelayManager>)>) -> Ap
         streams: counts.streams,
         relays: relays.find(&RelayFilter::default()).len(),
         connections: counts.connections,
+        tasks: tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         refused: Refused {
             connections: counts.refused_connections,
             handshakes: refused(Refusal::Handshakes),

@@ -103,7 +103,15 @@ async fn serve_connection(state: SignalingState, mut socket: WebSocket, session:
                 Some(Outbound::Refuse(why)) => break (why.clone(), Some(close_frame(CLOSE_POLICY, &why))),
                 None => break ("session removed".into(), Some(close_frame(1000, ""))),
             },
-            _ = stop.stopped() => break ("server stopping".into(), Some(close_frame(1001, "server stopping"))),
+            _ = stop.stopped() => {
+                // What the stop told this client (its streams' final statuses) goes first.
+                while let Some(Outbound::Message(m)) = outbox.try_recv() {
+                    if send(&hub, &mut socket, Message::Text(m.encode().into()), Duration::from_secs(1)).await.is_err() {
+                        break;
+                    }
+                }
+                break ("server stopping".into(), Some(close_frame(1001, "server stopping")))
+            }
             _ = &mut handshake, if !established => {
                 hub.count_refusal(Refusal::Handshakes);
                 break ("no connection message in time".into(), Some(close_frame(CLOSE_POLICY, "no connection message in time")));

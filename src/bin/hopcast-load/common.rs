@@ -82,7 +82,7 @@ impl Client {
             }
             source.sent()
         });
-        Publisher { _leg: leg, pump }
+        Publisher { leg, pump }
     }
 }
 
@@ -119,8 +119,15 @@ impl Leg {
 }
 
 pub struct Publisher {
-    _leg: Leg,
+    leg: Leg,
     pub pump: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Publisher {
+    /// Unpublish and close (WHIP: DELETE the resource).
+    pub fn end(&self) {
+        self.leg.end();
+    }
 }
 
 /// What one player saw while recording.

@@ -11,6 +11,7 @@ mod flood;
 mod relay;
 mod router_bench;
 mod setup;
+mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +76,22 @@ enum Command {
         /// A setting for the server, as `hopcast --set` takes it (e.g. memory.trim=false).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+    /// Churn sessions, publishers, players and relays on two servers for a while and
+    /// sample RSS, open files, threads, tasks and peers (a leak shows as growth).
+    Soak {
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample_secs: u64,
+        /// Pause between cycles, ms.
+        #[arg(long, default_value_t = 1000)]
+        pause_ms: u64,
+        #[arg(long, default_value_t = 600_000)]
+        bitrate: u64,
+        #[arg(long, default_value = "target/bench/soak.csv")]
+        csv: PathBuf,
     },
     /// Every scenario with tiny numbers: proves the benchmark still runs (CI).
     Smoke {
@@ -149,6 +166,10 @@ fn main() {
                 let _ = common::SERVER_SETTINGS.set(set);
                 flood::run(players, sessions).await
             }
+            Command::Soak { minutes, sample_secs, pause_ms, bitrate, csv } => {
+                let (every, pause) = (Duration::from_secs(sample_secs), Duration::from_millis(pause_ms));
+                soak::run(minutes, every, pause, bitrate, &csv).await
+            }
             Command::Smoke { csv } => {
                 let mut b = BenchArgs {
                     players: vec![2],
@@ -169,6 +190,7 @@ fn main() {
                 setup::run(2, 4, &b.csv).await;
                 router_bench::run(2, 50);
                 cluster::run(2, 2, 1).await;
+                soak::run(0.2, Duration::from_secs(3), Duration::ZERO, b.bitrate, &b.csv.with_file_name("soak-smoke.csv")).await;
             }
         }
     });

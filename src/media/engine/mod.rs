@@ -193,7 +193,8 @@ pub fn start(
     for (index, (sockets, commands)) in bound.into_iter().zip(receivers).enumerate() {
         let addrs: Vec<SocketAddr> = sockets.iter().map(|(adv, _)| *adv).collect();
         let client_ip = addrs[0].ip();
-        let (events, threads) = (event_tx.clone(), threads.clone());
+        let weak: Arc<[mpsc::WeakUnboundedSender<Command>]> = threads.iter().map(|t| t.downgrade()).collect();
+        let (events, threads) = (event_tx.clone(), weak);
         std::thread::Builder::new().name("hopcast-media".into()).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("media runtime");
             runtime.block_on(async move {

@@ -25,7 +25,9 @@ pub(super) struct Worker {
     /// This thread's place in `threads`.
     pub(super) index: usize,
     /// Every media thread's commands, this one's included.
-    pub(super) threads: Arc<[mpsc::UnboundedSender<Command>]>,
+    /// Weak: the engine stops when the last [`MediaHandle`](crate::media::MediaHandle) goes, and a thread's own
+    /// sender here would keep its channel open for good.
+    pub(super) threads: Arc<[mpsc::WeakUnboundedSender<Command>]>,
     /// (local advertised address, socket): the shared ones first, then one per client peer.
     pub(super) sockets: Vec<(SocketAddr, UdpSocket)>,
     pub(super) client_ip: IpAddr,
@@ -175,7 +177,9 @@ impl Worker {
             match event {
                 // A mirror's consumer wants a keyframe: ask the stream's home thread.
                 MediaEvent::KeyframeRequested { key } if self.home(key) != self.index => {
-                    let _ = self.threads[self.home(key)].send(Command::RequestKeyframe { key });
+                    if let Some(home) = self.threads[self.home(key)].upgrade() {
+                        let _ = home.send(Command::RequestKeyframe { key });
+                    }
                 }
                 event => {
                     let _ = self.events.send(event);
@@ -203,7 +207,9 @@ impl Worker {
         }
         for (thread, packets) in per_thread.into_iter().enumerate() {
             if !packets.is_empty() {
-                let _ = self.threads[thread].send(Command::Forward { packets, received });
+                if let Some(thread) = self.threads[thread].upgrade() {
+                    let _ = thread.send(Command::Forward { packets, received });
+                }
             }
         }
     }
