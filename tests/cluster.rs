@@ -250,3 +250,25 @@ async fn an_origin_dies_its_players_wait_and_resume_from_the_new_origin() {
     let (_, relays) = get(&edge, "/rest-api/pull/find_all");
     assert_eq!(relays[0]["uri"].as_str(), Some(o2.ws_url().as_str()), "{relays}");
 }
+
+/// A node stopped with SIGTERM says it leaves: the others forget it at once, long before
+/// the silence timeout would (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_leaves_the_cluster_at_once() {
+    let nats = Nats::start();
+    let slow_expiry = ["--set", "cdn_nodes_timeout=60"];
+    let mut origin = cdn_node(&nats.url, "origin", &slow_expiry);
+    let edge = cdn_node(&nats.url, "edge", &slow_expiry);
+    eventually("the nodes hear each other", || node_count(&edge) == 2).await;
+    let status = tokio::task::block_in_place(|| origin.terminate(Duration::from_secs(10)));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let mut left = false;
+    for _ in 0..50 {
+        if node_count(&edge) == 1 {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left, "the edge still lists the stopped origin 5 s later");
+}

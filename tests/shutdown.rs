@@ -29,8 +29,18 @@ fn players_of(server: &Server, name: &str) -> usize {
     }
 }
 
+/// The server's log without its colour codes.
 fn log_of(server: &Server) -> String {
-    std::fs::read_to_string(&server.log).unwrap_or_default()
+    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    let mut plain = String::with_capacity(log.len());
+    let mut rest = log.as_str();
+    while let Some(at) = rest.find('\x1b') {
+        plain.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    plain.push_str(rest);
+    plain
 }
 
 /// Does one line of `log` hold every one of `parts`?
