@@ -402,3 +402,62 @@ async fn a_hung_remote_fails_its_relay_within_the_bound_and_the_relay_heals() {
     drop(stopped);
     eventually("the relay heals", || status(&s1).as_deref() == Some("PUBLISHING")).await;
 }
+
+/// Garbage datagrams at the rate one client core can send them, at the media port, from
+/// many addresses: shaped like STUN, DTLS, RTP and RTCP, and random. They are counted
+/// and dropped; a player keeps receiving the stream intact while they arrive, and the
+/// server keeps no state for any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_at_line_rate_do_not_stop_media() {
+    let server = Server::start(&[]);
+    let cm = client_media();
+    let (source, _session, _published) = publish_source(&server, &cm.media, "cam").await;
+    let viewer = connect(&server).await;
+    let sink = cm.media.next_id();
+    let mut tap = cm.media.tap(sink);
+    let mut player = viewer.play(&cm.media, "cam", sink).await.unwrap();
+    player.wait_for(StreamStatus::Playing, WAIT).await.unwrap();
+    let peers = media_peers(&server);
+    let dropped_before = stats(&server)["media"]["datagramsDropped"].as_u64().unwrap();
+
+    let target = server.media;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // 32 senders on distinct loopback addresses and ports.
+            let sockets: Vec<std::net::UdpSocket> =
+                (0..32).map(|i| std::net::UdpSocket::bind(format!("127.0.{}.{}:0", 1 + i / 8, 2 + i % 8)).unwrap()).collect();
+            let (mut sent, mut x) = (0u64, 0x2545_f491_4f6c_dd1du64);
+            let mut datagram = [0u8; 1200];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for b in datagram.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                // First bytes as STUN (0-3), DTLS (20-63), RTP/RTCP (128-191), or random.
+                datagram[0] = [0x00, 0x01, 22, 23, 0x80, 0x81, 0xc8, datagram[0]][(x >> 8) as usize % 8];
+                let len = 20 + (x >> 16) as usize % 1180;
+                let _ = sockets[sent as usize % sockets.len()].send_to(&datagram[..len], target);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_packets(&cm.media, source, 1, 200).await;
+    let got = collect(&mut tap, Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    let (video, audio) = verify_intact(&got);
+    let dropped = stats(&server)["media"]["datagramsDropped"].as_u64().unwrap() - dropped_before;
+    println!("{sent} garbage datagrams sent, {dropped} counted as dropped; player got {video} video, {audio} audio of 200 each");
+    assert!(sent > 20_000, "the flood was too small to mean anything: {sent}");
+    assert!(dropped > sent / 4, "garbage not counted: {dropped} of {sent}");
+    assert!(video >= 180 && audio >= 180, "media starved by garbage: video {video}, audio {audio} of 200");
+    assert_eq!(media_peers(&server), peers, "garbage made the server hold peers");
+    // Still serving new sessions.
+    assert_plays(&server, &cm.media, "cam", source, 1000).await;
+}
