@@ -105,6 +105,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "milliseconds an edge's players wait for a stream whose origin was lost to reappear in the cluster",
     ),
     ("memory.trim", "true", "give freed heap back to the OS after sessions end (glibc malloc_trim)"),
+    ("log.format", "text", "text (for people) or json (one JSON object per line, for log stores)"),
     (
         "shutdown.grace_ms",
         "5000",
@@ -138,6 +139,8 @@ pub struct Config {
     pub memory_trim: bool,
     /// How long a graceful stop may take.
     pub shutdown_grace: Duration,
+    /// `log.format=json`: one JSON object per line.
+    pub log_json: bool,
     /// The cluster, when `cdn_enabled`.
     pub cdn: Option<Cdn>,
     pub limits: Limits,
@@ -339,6 +342,11 @@ impl Config {
             web_dir: path("web.dir"),
             memory_trim: boolean("memory.trim")?,
             shutdown_grace: Duration::from_millis(number("shutdown.grace_ms")?.max(100)),
+            log_json: match get("log.format").as_str() {
+                "text" => false,
+                "json" => true,
+                _ => return Err(bad("log.format", "text or json")),
+            },
             cdn: match boolean("cdn_enabled")? {
                 false => None,
                 true => {

@@ -26,6 +26,7 @@ pub mod access;
 pub mod cluster;
 pub mod config;
 pub mod media;
+pub mod monitor;
 pub mod net;
 pub mod relay;
 pub mod server;

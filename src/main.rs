@@ -53,7 +53,6 @@ fn settings(args: &Args) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     if let Some(path) = path {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        tracing::info!(file = %path.display(), "configuration");
         map = parse_properties(&text);
     }
     let flags = [
@@ -82,11 +81,19 @@ const WCS_CDN_KEYS: [&str; 4] = ["cdn_point_of_entry", "cdn_port", "cdn_groups",
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let config = settings(&args).and_then(|map| {
+    let settings = settings(&args);
+    // The log's format is a setting, so the settings are read before anything is logged.
+    let json = matches!(&settings, Ok(map) if map.get("log.format").is_some_and(|f| f.trim() == "json"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        // One object per line: the event's fields at the top level, the spans it happened
+        // in (a session's id, a relay's) under "spans".
+        logs.json().flatten_event(true).with_current_span(false).with_span_list(true).init();
+    } else {
+        logs.init();
+    }
+    let config = settings.and_then(|map| {
         let unknown: Vec<&String> = map.keys().filter(|k| !KEYS.iter().any(|(known, _, _)| known == k)).collect();
         let wcs_cdn: Vec<&&String> = unknown.iter().filter(|k| WCS_CDN_KEYS.contains(&k.as_str())).collect();
         if !wcs_cdn.is_empty() {

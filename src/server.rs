@@ -11,6 +11,7 @@ use crate::access::hooks::Hooks;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::media::engine;
+use crate::monitor;
 use crate::net::listener::{self, Connections, LimitedListener};
 use crate::net::shutdown::Shutdown;
 use crate::net::tls;
@@ -128,6 +129,7 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         reconnect_max: config.relay_reconnect_max,
         targets: access.relay_targets.clone(),
         custom: access.relay_custom.clone(),
+        reconnects: Default::default(),
     };
     let relays = RelayManager::new(hub.clone(), agent);
     let credential = Credential::new(
@@ -151,7 +153,9 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         Some(cdn) => Some(Cluster::start(cdn, node_id, addrs(&ws)?.port(), hub.clone(), relays.clone()).await?),
         None => None,
     };
-    let api = rest::routes(hub.clone(), relays.clone(), cluster.clone(), config.cors_origins.clone(), credential);
+    let monitor = monitor::Sources { hub: hub.clone(), relays: relays.clone(), cluster: cluster.clone() };
+    let api =
+        rest::routes(hub.clone(), relays.clone(), cluster.clone(), config.cors_origins.clone(), credential.clone());
     let server = RunningServer {
         ws: addrs(&ws)?,
         wss: addrs(&wss)?,
@@ -171,7 +175,11 @@ pub async fn start(config: Config) -> Result<RunningServer, String> {
         server.http.port(),
         server.https.port(),
     );
-    let api = api.merge(web::routes(web)).merge(whip::routes(server.hub.clone(), config.cors_origins.clone()));
+    let api = api
+        .merge(web::routes(web))
+        .merge(whip::routes(server.hub.clone(), config.cors_origins.clone()))
+        .merge(monitor::routes(monitor.clone(), credential.clone()));
+    let api = monitor::stat_layer(monitor, credential, api);
     let limited = |tcp| LimitedListener::new(tcp, connections.clone());
     let wss = tls::TlsListener::new(limited(wss), tls.clone(), limits.handshake_timeout).map_err(|e| e.to_string())?;
     let https = tls::TlsListener::new(limited(https), tls, limits.handshake_timeout).map_err(|e| e.to_string())?;

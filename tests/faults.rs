@@ -321,8 +321,11 @@ async fn a_relay_rides_out_loss_delay_a_rate_cap_and_a_cut_link() {
     let _ = tokio::task::spawn_blocking(move || (publisher.join(), player.join())).await;
 
     let frames = frames();
-    let (clean, lossy, capped) =
-        (seen(&frames, clean_from, lossy_from), seen(&frames, lossy_from, capped_from), seen(&frames, capped_from, lifted));
+    let (clean, lossy, capped) = (
+        seen(&frames, clean_from, lossy_from),
+        seen(&frames, lossy_from, capped_from),
+        seen(&frames, capped_from, lifted),
+    );
     let statuses: Vec<(StreamStatus, String)> =
         recording.lock().unwrap().statuses.iter().map(|(_, s, i)| (*s, i.clone())).collect();
     let report = format!(

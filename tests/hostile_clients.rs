@@ -426,8 +426,9 @@ async fn garbage_datagrams_at_line_rate_do_not_stop_media() {
         let stop = stop.clone();
         std::thread::spawn(move || {
             // 32 senders on distinct loopback addresses and ports.
-            let sockets: Vec<std::net::UdpSocket> =
-                (0..32).map(|i| std::net::UdpSocket::bind(format!("127.0.{}.{}:0", 1 + i / 8, 2 + i % 8)).unwrap()).collect();
+            let sockets: Vec<std::net::UdpSocket> = (0..32)
+                .map(|i| std::net::UdpSocket::bind(format!("127.0.{}.{}:0", 1 + i / 8, 2 + i % 8)).unwrap())
+                .collect();
             let (mut sent, mut x) = (0u64, 0x2545_f491_4f6c_dd1du64);
             let mut datagram = [0u8; 1200];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

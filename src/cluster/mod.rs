@@ -119,6 +119,11 @@ impl Cluster {
         self.directory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Connected to NATS now (the node is in the cluster).
+    pub fn connected(&self) -> bool {
+        self.nats.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Every node heard from.
     pub fn nodes(&self) -> Vec<Announcement> {
         self.directory().nodes().into_iter().cloned().collect()

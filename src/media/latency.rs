@@ -16,11 +16,13 @@ const BUCKETS: usize = (LINEAR + (26 - 3) * SUB) as usize;
 pub struct Histogram {
     counts: Vec<u64>,
     max_us: u64,
+    /// The sum of all samples (Prometheus histograms carry it).
+    sum_us: u64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: vec![0; BUCKETS], max_us: 0 }
+        Histogram { counts: vec![0; BUCKETS], max_us: 0, sum_us: 0 }
     }
 }
 
@@ -49,6 +51,7 @@ impl Histogram {
         let us = value.as_micros().min(u128::from(u64::MAX)) as u64;
         self.counts[bucket(us)] += 1;
         self.max_us = self.max_us.max(us);
+        self.sum_us = self.sum_us.saturating_add(us);
     }
 
     /// Add `other`'s samples to these.
@@ -57,6 +60,28 @@ impl Histogram {
             *a += b;
         }
         self.max_us = self.max_us.max(other.max_us);
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us
+    }
+
+    /// Samples per Prometheus bucket: at every power of two from 8 µs (`le`, in seconds),
+    /// each the exact upper edge of one of these buckets, so nothing is estimated; the
+    /// count is of the samples above the previous edge. The last entry is `+Inf`.
+    pub fn prometheus_buckets(&self) -> Vec<(f64, u64)> {
+        let mut out = Vec::new();
+        let mut since_edge = 0;
+        for (i, c) in self.counts.iter().enumerate().take(BUCKETS - 1) {
+            since_edge += c;
+            let edge = upper(i) + 1;
+            if edge.is_power_of_two() && edge >= LINEAR {
+                out.push((edge as f64 / 1e6, std::mem::take(&mut since_edge)));
+            }
+        }
+        out.push((f64::INFINITY, since_edge + self.counts[BUCKETS - 1]));
+        out
     }
 
     pub fn count(&self) -> u64 {
@@ -86,7 +111,7 @@ impl Histogram {
     pub fn since(&self, earlier: &Histogram) -> Histogram {
         let counts: Vec<u64> = self.counts.iter().zip(&earlier.counts).map(|(a, b)| a.saturating_sub(*b)).collect();
         let max_us = counts.iter().rposition(|c| *c > 0).map(|i| upper(i).min(self.max_us)).unwrap_or(0);
-        Histogram { counts, max_us }
+        Histogram { counts, max_us, sum_us: self.sum_us.saturating_sub(earlier.sum_us) }
     }
 
     pub fn snapshot(&self) -> LatencySnapshot {
@@ -95,6 +120,7 @@ impl Histogram {
             p50_us: self.percentile_us(50.0),
             p99_us: self.percentile_us(99.0),
             max_us: self.max_us,
+            sum_us: self.sum_us,
             counts: self.counts.clone(),
         }
     }
@@ -102,7 +128,7 @@ impl Histogram {
     pub fn from_snapshot(s: &LatencySnapshot) -> Histogram {
         let mut counts = s.counts.clone();
         counts.resize(BUCKETS, 0);
-        Histogram { counts, max_us: s.max_us }
+        Histogram { counts, max_us: s.max_us, sum_us: s.sum_us }
     }
 }
 
@@ -115,12 +141,29 @@ pub struct LatencySnapshot {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    #[serde(default)]
+    pub sum_us: u64,
     pub counts: Vec<u64>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_buckets_hold_every_sample_once_at_exact_edges() {
+        let mut h = Histogram::default();
+        for us in [3, 100, 100, 5_000, 100_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let b = h.prometheus_buckets();
+        assert_eq!(b.iter().map(|(_, c)| c).sum::<u64>(), 5);
+        assert!(b.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(b[0], (8e-6, 1));
+        assert_eq!(b.iter().find(|(le, _)| *le == 128e-6).map(|(_, c)| *c), Some(2));
+        assert_eq!(b.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(h.sum_us(), 100_005_203);
+    }
 
     #[test]
     fn buckets_are_ordered_and_within_a_quarter() {

@@ -31,6 +31,6 @@ pub mod udp;
 #[cfg(test)]
 mod tests;
 
-pub use engine::MediaHandle;
+pub use engine::{MediaHandle, MediaStats};
 pub use peer::Cause;
 pub use router::{MediaError, MediaEvent, PeerId, Role, SourcePacket, StreamKey};

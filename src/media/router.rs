@@ -89,7 +89,13 @@ pub struct RouterStats {
     pub streams: usize,
     pub packets_in: u64,
     pub packets_forwarded: u64,
+    /// Payload bytes of the packets in, and of every copy forwarded.
+    pub bytes_in: u64,
+    pub bytes_forwarded: u64,
     pub datagrams_dropped: u64,
+    /// Keyframe requests (PLI, FIR) from consumers, and those sent to producers.
+    pub keyframe_requests_received: u64,
+    pub keyframe_requests_sent: u64,
 }
 
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
@@ -349,6 +355,7 @@ impl Router {
         let asked = peer.request_keyframe(kind);
         tracing::debug!(stream = key, producer = pid, receiving = asked, "keyframe request");
         if asked {
+            self.stats.keyframe_requests_sent += 1;
             stream.last_keyframe_request = Some(now);
             if !std::mem::replace(&mut peer.unreleased, true) {
                 self.unreleased.push(pid);
@@ -499,10 +506,14 @@ impl Router {
                 }
                 (PeerEvent::Packet(mut packet), Role::Producer(key)) => {
                     self.stats.packets_in += 1;
+                    self.stats.bytes_in += packet.payload.len() as u64;
                     packet.source = id;
                     self.forward(key, &packet);
                 }
-                (PeerEvent::KeyframeRequest(kind), Role::Consumer(key)) => self.request_keyframe(key, kind, now),
+                (PeerEvent::KeyframeRequest(kind), Role::Consumer(key)) => {
+                    self.stats.keyframe_requests_received += 1;
+                    self.request_keyframe(key, kind, now)
+                }
                 _ => {}
             }
         }
@@ -521,6 +532,7 @@ impl Router {
             let Some(peer) = self.peers.get_mut(&cid) else { continue };
             if peer.send(packet) {
                 self.stats.packets_forwarded += 1;
+                self.stats.bytes_forwarded += packet.payload.len() as u64;
                 if !std::mem::replace(&mut peer.unreleased, true) {
                     self.unreleased.push(cid);
                 }

@@ -40,6 +40,8 @@ pub(crate) struct Agent {
     tls: Arc<rustls::ClientConfig>,
     custom: serde_json::Map<String, serde_json::Value>,
     reconnect_max: Duration,
+    /// The server's count of reconnect attempts (`/metrics`).
+    reconnects: Arc<std::sync::atomic::AtomicU64>,
     terminate: watch::Receiver<bool>,
     /// Answers the REST call after the first attempt.
     first: Option<oneshot::Sender<Result<(), String>>>,
@@ -67,6 +69,7 @@ impl Agent {
             tls: config.tls.clone(),
             custom: config.custom.clone(),
             reconnect_max: config.reconnect_max,
+            reconnects: config.reconnects.clone(),
             terminate,
             first: Some(first),
             session,
@@ -111,6 +114,7 @@ impl Agent {
                         _ = terminate.wait_for(|t| *t) => break,
                     }
                     self.relay.update(|i| i.reconnects += 1);
+                    self.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

@@ -182,6 +182,8 @@ pub struct AgentConfig {
     pub targets: RelayTargets,
     /// `relay.custom`: sent as `custom` in every agent's `connection`.
     pub custom: serde_json::Map<String, serde_json::Value>,
+    /// Reconnect attempts of every relay so far (a counter for `/metrics`; shared).
+    pub reconnects: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Is `host:port` a cluster node's relay address? (For `relay.allow=cluster`.)
@@ -202,6 +204,11 @@ impl RelayManager {
 
     fn list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Relay>>> {
         self.relays.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reconnect attempts of all relays, those ended included.
+    pub fn reconnects_total(&self) -> u64 {
+        self.config.reconnects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn find(&self, filter: &RelayFilter) -> Vec<RelayInfo> {

@@ -57,6 +57,21 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Its name in `/metrics` labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Sdp => "sdp",
+            Refusal::Names => "names",
+            Refusal::ConnectionData => "connection_data",
+            Refusal::Connecting => "connecting",
+            Refusal::SlowReaders => "slow_readers",
+            Refusal::Handshakes => "handshakes",
+            Refusal::Relays => "relays",
+            Refusal::RelayTargets => "relay_targets",
+            Refusal::Hooks => "hooks",
+        }
+    }
+
     pub const ALL: [Refusal; 9] = [
         Refusal::Sdp,
         Refusal::Names,
@@ -71,6 +86,7 @@ impl Refusal {
 }
 
 /// What the server holds and has refused, for `/rest-api/stats`.
+#[derive(Debug)]
 pub struct Counts {
     pub sessions: usize,
     pub streams: usize,
@@ -135,6 +151,11 @@ impl Hub {
             refused_connections: self.connections.refused(),
             refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
         }
+    }
+
+    /// Streams by (published, protocol) (see [`Registry::census`]).
+    pub fn census(&self) -> std::collections::BTreeMap<(bool, &'static str), usize> {
+        self.registry().census()
     }
 
     /// Sessions open now (cheap: no listing is built).

@@ -180,6 +180,25 @@ impl Registry {
         self.streams.len()
     }
 
+    /// Streams by (published, protocol): "relay" for the server's own relay sessions,
+    /// "whip" for WHIP and WHEP clients, "wcs" for the rest.
+    pub fn census(&self) -> std::collections::BTreeMap<(bool, &'static str), usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for stream in self.streams.values() {
+            let protocol = match self.sessions.get(&stream.info.session_id) {
+                Some(s) if s.internal => "relay",
+                Some(s)
+                    if matches!(s.user_data.get("clientVersion").and_then(Value::as_str), Some("WHIP" | "WHEP")) =>
+                {
+                    "whip"
+                }
+                _ => "wcs",
+            };
+            *counts.entry((stream.info.published, protocol)).or_insert(0) += 1;
+        }
+        counts
+    }
+
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.sessions.values()
     }

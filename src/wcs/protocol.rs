@@ -22,6 +22,14 @@ pub enum StreamStatus {
     PlaybackProblem,
 }
 
+impl std::fmt::Display for StreamStatus {
+    /// As the protocol spells it (PUBLISHING, PLAYBACK_PROBLEM, ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        f.write_str(&text)
+    }
+}
+
 impl StreamStatus {
     /// The SDK releases a stream on these: nothing follows them.
     pub fn is_final(self) -> bool {

@@ -190,7 +190,14 @@ fn main() {
                 setup::run(2, 4, &b.csv).await;
                 router_bench::run(2, 50);
                 cluster::run(2, 2, 1).await;
-                soak::run(0.2, Duration::from_secs(3), Duration::ZERO, b.bitrate, &b.csv.with_file_name("soak-smoke.csv")).await;
+                soak::run(
+                    0.2,
+                    Duration::from_secs(3),
+                    Duration::ZERO,
+                    b.bitrate,
+                    &b.csv.with_file_name("soak-smoke.csv"),
+                )
+                .await;
             }
         }
     });

@@ -39,7 +39,8 @@ impl Sample {
         let pid = server.pid();
         let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count() as u64).unwrap_or(0);
         let (code, body) = process::http_request(server.http, "GET", "/rest-api/stats", None);
-        let stats: serde_json::Value = if code == 200 { serde_json::from_str(&body).unwrap_or_default() } else { Default::default() };
+        let stats: serde_json::Value =
+            if code == 200 { serde_json::from_str(&body).unwrap_or_default() } else { Default::default() };
         let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
         Sample {
             rss_kib: server.rss().unwrap_or(0) / 1024,
@@ -81,7 +82,11 @@ pub async fn run(minutes: f64, sample_every: Duration, pause: Duration, bitrate:
     let mut tally = Tally::default();
     let mut samples: Vec<(f64, [Sample; 2])> = Vec::new();
     let mut next_sample = started;
-    println!("soak: {minutes} min of churn on two servers; samples every {} s into {}", sample_every.as_secs(), csv.display());
+    println!(
+        "soak: {minutes} min of churn on two servers; samples every {} s into {}",
+        sample_every.as_secs(),
+        csv.display()
+    );
     while Instant::now() < deadline {
         cycle(&a, &b, &players, tally.cycles, bitrate, &mut tally).await;
         tally.cycles += 1;
@@ -93,7 +98,8 @@ pub async fn run(minutes: f64, sample_every: Duration, pause: Duration, bitrate:
             let s = [Sample::of(&a), Sample::of(&b)];
             for (name, s) in ["A", "B"].iter().zip(&s) {
                 let values: Vec<String> = s.fields().iter().map(u64::to_string).collect();
-                let row = format!("{t:.0},{name},{},{},{},{}", values.join(","), tally.cycles, tally.plays, tally.failed);
+                let row =
+                    format!("{t:.0},{name},{},{},{},{}", values.join(","), tally.cycles, tally.plays, tally.failed);
                 append_csv(csv, &header, &row);
             }
             eprint!(
@@ -144,20 +150,24 @@ pub async fn run(minutes: f64, sample_every: Duration, pause: Duration, bitrate:
 /// One cycle of churn; the players' failures are counted, never fatal (a soak reports).
 async fn cycle(a: &ServerProcess, b: &ServerProcess, players: &Client, i: u64, bitrate: u64, tally: &mut Tally) {
     let name = format!("soak{i}");
+    // Even cycles: a WCS publisher and a push from A; odd: WHIP and a pull by B.
+    let even = i.is_multiple_of(2);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (_rec_tx, rec_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(false);
     let mut publisher_client = Client::new();
-    let publish_url = if i % 2 == 0 { a.ws_url() } else { format!("http://127.0.0.1:{}/whip", a.http) };
+    let publish_url = if even { a.ws_url() } else { format!("http://127.0.0.1:{}/whip", a.http) };
     let publisher = publisher_client.publish(&publish_url, &name, bitrate, stop_rx).await;
 
     // The relay: A pushes to B, or B pulls from A.
     let far = format!("{name}-far");
-    let body = format!(r#"{{"uri":"{}","localStreamName":"{}","remoteStreamName":"{}"}}"#, 
-        if i % 2 == 0 { b.ws_url() } else { a.ws_url() },
-        if i % 2 == 0 { &name } else { &far },
-        if i % 2 == 0 { &far } else { &name });
-    let (relay_server, relay_call) = if i % 2 == 0 { (a, "pull/push") } else { (b, "pull/pull") };
+    let body = format!(
+        r#"{{"uri":"{}","localStreamName":"{}","remoteStreamName":"{}"}}"#,
+        if even { b.ws_url() } else { a.ws_url() },
+        if even { &name } else { &far },
+        if even { &far } else { &name }
+    );
+    let (relay_server, relay_call) = if even { (a, "pull/push") } else { (b, "pull/pull") };
     let (code, answer) = relay_server.rest(relay_call, &body);
     if code != 200 {
         eprintln!("\nsoak: {relay_call} refused: {code} {answer}");
@@ -190,10 +200,11 @@ async fn cycle(a: &ServerProcess, b: &ServerProcess, players: &Client, i: u64, b
     for p in &held {
         p.leg.end();
     }
-    let _ = relay_server.rest("pull/terminate", &format!(r#"{{"localStreamName":"{}"}}"#, if i % 2 == 0 { &name } else { &far }));
+    let _ =
+        relay_server.rest("pull/terminate", &format!(r#"{{"localStreamName":"{}"}}"#, if even { &name } else { &far }));
     let _ = done_tx.send(true);
     let _ = stop_tx.send(true);
-    if i % 3 != 2 {
+    if !(i + 1).is_multiple_of(3) {
         publisher.end();
     }
     drop(publisher);

@@ -123,6 +123,8 @@ pub struct MediaStats {
     pub read_latency: LatencySnapshot,
     /// Media threads these figures add up.
     pub threads: usize,
+    /// Per media thread, in order: time spent working (not waiting), ns.
+    pub busy_ns: Vec<u64>,
 }
 
 impl MediaStats {
@@ -133,7 +135,11 @@ impl MediaStats {
         a.streams += b.streams;
         a.packets_in += b.packets_in;
         a.packets_forwarded += b.packets_forwarded;
+        a.bytes_in += b.bytes_in;
+        a.bytes_forwarded += b.bytes_forwarded;
         a.datagrams_dropped += b.datagrams_dropped;
+        a.keyframe_requests_received += b.keyframe_requests_received;
+        a.keyframe_requests_sent += b.keyframe_requests_sent;
         let (a, b) = (&mut self.sent, &other.sent);
         a.datagrams_sent += b.datagrams_sent;
         a.messages_sent += b.messages_sent;
@@ -146,6 +152,7 @@ impl MediaStats {
         self.forward_latency = merge(&self.forward_latency, &other.forward_latency);
         self.read_latency = merge(&self.read_latency, &other.read_latency);
         self.threads += other.threads;
+        self.busy_ns.extend(&other.busy_ns);
         self
     }
 }
@@ -216,6 +223,7 @@ pub fn start(
                     forwarded_received: Vec::new(),
                     forward_latency: Histogram::default(),
                     read_latency: Histogram::default(),
+                    busy_ns: 0,
                 };
                 worker.run(commands).await;
             });

@@ -44,6 +44,15 @@ pub(super) struct Worker {
     pub(super) forward_latency: Histogram,
     /// From a media packet's arrival in the kernel to its read by this thread.
     pub(super) read_latency: Histogram,
+    /// Time spent working, from each wake-up to the end of what it led to.
+    pub(super) busy_ns: u64,
+}
+
+/// Why the media thread woke up.
+enum Wake {
+    Command(Option<Command>),
+    Datagram(udp::Received),
+    Timer,
 }
 
 impl Worker {
@@ -53,13 +62,17 @@ impl Worker {
             let now = Instant::now();
             let deadline = self.router.next_timeout().unwrap_or(now + Duration::from_secs(1));
             let sleep = tokio::time::sleep_until(deadline.max(now).into());
-            tokio::select! {
+            let wake = tokio::select! {
                 biased;
-                command = commands.recv() => match command {
-                    Some(command) => self.handle_command(command),
-                    None => break,
-                },
-                received = udp::recv_any(&self.sockets, &mut buf) => {
+                command = commands.recv() => Wake::Command(command),
+                received = udp::recv_any(&self.sockets, &mut buf) => Wake::Datagram(received),
+                _ = sleep => Wake::Timer,
+            };
+            let woke = Instant::now();
+            match wake {
+                Wake::Command(Some(command)) => self.handle_command(command),
+                Wake::Command(None) => break,
+                Wake::Datagram(received) => {
                     self.receive(&received, &buf[..received.len]);
                     // Take what else is queued: the router releases forwarded writes once
                     // per batch (see `Router::poll_transmit`).
@@ -67,10 +80,11 @@ impl Worker {
                         let Some(received) = udp::try_recv_any(&self.sockets, &mut buf) else { break };
                         self.receive(&received, &buf[..received.len]);
                     }
-                },
-                _ = sleep => self.router.handle_timeout(Instant::now()),
+                }
+                Wake::Timer => self.router.handle_timeout(woke),
             }
             self.send_and_report().await;
+            self.busy_ns += woke.elapsed().as_nanos() as u64;
         }
     }
 
@@ -124,6 +138,7 @@ impl Worker {
                     forward_latency: self.forward_latency.snapshot(),
                     read_latency: self.read_latency.snapshot(),
                     threads: 1,
+                    busy_ns: vec![self.busy_ns],
                 });
             }
             Command::Codecs { key, reply } => {

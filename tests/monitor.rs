@@ -1,0 +1,186 @@
+//! Operating hopcast: `/metrics` parsed by the Prometheus project's own parser (Python
+//! `prometheus_client`, in the venv `scripts/test` makes) while media flows; `/health`,
+//! `/ready` and `/?action=stat`; JSON logs that follow one stream from publish to stop.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use hopcast::wcs::protocol::StreamStatus;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+const TOKEN: &str = "metrics-secret";
+
+/// The exposition parsed by `prometheus_client`: (name, labels, value) per sample.
+fn parse(text: &str) -> Vec<(String, Value, f64)> {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aiortc/.venv/bin/python");
+    assert!(python.exists(), "{} is missing: run scripts/test (it makes the venv)", python.display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/monitor/parse_metrics.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not parsable: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let samples: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    samples
+        .into_iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["labels"].clone(), s["value"].as_f64().unwrap()))
+        .collect()
+}
+
+fn scrape(server: &Server) -> Vec<(String, Value, f64)> {
+    let (code, _, body) = hopcast::testkit::process::http_exchange(
+        server.http,
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    parse(&body)
+}
+
+/// The value of sample `name` whose labels include `labels`.
+fn value(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))
+        .map(|(_, _, v)| *v)
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_media_and_are_guarded() {
+    let server = Server::start(&["--set", &format!("rest.token={TOKEN}")]);
+    // Guarded like the REST API; health and readiness are open.
+    assert_eq!(http(server.http, "GET", "/metrics", None).0, 401);
+    let (code, body) = http(server.http, "GET", "/health", None);
+    assert_eq!((code, json(&body)["status"].as_str()), (200, Some("ok")));
+    let (code, body) = http(server.http, "GET", "/ready", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["checks"]["mediaThreads"], true);
+
+    let cm = client_media();
+    let (source, _session, _published) = publish_source(&server, &cm.media, "cam").await;
+    let mut players = Vec::new();
+    for _ in 0..2 {
+        let session = connect(&server).await;
+        let sink = cm.media.next_id();
+        let tap = cm.media.tap(sink);
+        let mut player = session.play(&cm.media, "cam", sink).await.unwrap();
+        player.wait_for(StreamStatus::Playing, WAIT).await.unwrap();
+        players.push((session, player, tap));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = scrape(&server);
+    assert_eq!(value(&before, "hopcast_sessions", &[]), 3.0);
+    assert_eq!(value(&before, "hopcast_streams", &[("role", "published"), ("protocol", "wcs")]), 1.0);
+    assert_eq!(value(&before, "hopcast_streams", &[("role", "played"), ("protocol", "wcs")]), 2.0);
+    assert_eq!(value(&before, "hopcast_media_peers", &[]), 3.0);
+
+    send_packets(&cm.media, source, 1, 100).await;
+    for (_, _, tap) in players.iter_mut() {
+        let (video, audio) = verify_intact(&collect(tap, Duration::from_secs(2)).await);
+        assert!(video >= 90 && audio >= 90, "video {video}, audio {audio}");
+    }
+    let after = scrape(&server);
+    let moved = |name: &str| value(&after, name, &[]) - value(&before, name, &[]);
+    // 100 video + 100 audio packets in (video 1000 bytes, audio 120), two copies out.
+    assert!(
+        moved("hopcast_media_packets_received_total") >= 190.0,
+        "{}",
+        moved("hopcast_media_packets_received_total")
+    );
+    assert!(moved("hopcast_media_bytes_received_total") >= 190.0 * 500.0);
+    assert!(moved("hopcast_media_packets_forwarded_total") >= 380.0);
+    assert!(moved("hopcast_media_bytes_forwarded_total") >= 2.0 * moved("hopcast_media_bytes_received_total") * 0.9);
+    assert!(moved("hopcast_media_datagrams_sent_total") >= 380.0);
+    assert!(value(&after, "hopcast_media_send_calls_total", &[]) > 0.0);
+    assert!(value(&after, "hopcast_media_keyframe_requests_sent_total", &[]) >= 1.0, "players joining ask for one");
+    assert!(value(&after, "hopcast_media_thread_busy_seconds_total", &[("thread", "0")]) > 0.0);
+    // The latency histogram: cumulative buckets that end at the count, a positive sum,
+    // and at least one sample per packet forwarded in between.
+    let latency = "hopcast_media_forward_latency_seconds";
+    let buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter(|(n, _, _)| *n == format!("{latency}_bucket"))
+        .map(|(_, l, v)| (l["le"].as_str().unwrap().parse::<f64>().unwrap(), *v))
+        .collect();
+    assert!(buckets.len() > 10, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{buckets:?}");
+    let count = value(&after, &format!("{latency}_count"), &[]);
+    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count));
+    assert!(count - value(&before, &format!("{latency}_count"), &[]) >= 190.0);
+    assert!(value(&after, &format!("{latency}_sum"), &[]) > 0.0);
+    // Refusals have a reason label each, with no stream names anywhere.
+    assert_eq!(value(&after, "hopcast_refused_total", &[("reason", "hooks")]), 0.0);
+    assert!(after.iter().all(|(_, l, _)| !l.to_string().contains("cam")));
+
+    // WCS's summary page.
+    let stat = |query: &str| {
+        let auth = format!("Bearer {TOKEN}");
+        let (code, _, body) = hopcast::testkit::process::http_exchange(
+            server.http,
+            "GET",
+            &format!("/?{query}"),
+            &[("Authorization", &auth)],
+            None,
+        );
+        (code, body)
+    };
+    let (code, text) = stat("action=stat");
+    assert_eq!(code, 200);
+    assert!(text.contains("streams_webrtc_in=1\n") && text.contains("streams_webrtc_out=2\n"), "{text}");
+    let (code, body) = stat("action=stat&format=json");
+    assert_eq!((code, json(&body)["streams_viewers"].as_u64()), (200, Some(2)), "{body}");
+    assert_eq!(http(server.http, "GET", "/?action=stat", None).0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_follow_a_stream_from_publish_to_stop() {
+    let server = Server::start(&["--set", "log.format=json"]);
+    let cm = client_media();
+    let (_source, _session, mut published) = publish_source(&server, &cm.media, "followed").await;
+    let viewer = connect(&server).await;
+    let mut played = viewer.play(&cm.media, "followed", cm.media.next_id()).await.unwrap();
+    played.wait_for(StreamStatus::Playing, WAIT).await.unwrap();
+    played.stop_and_wait(WAIT).await.expect("player stopped");
+    published.stop_and_wait(WAIT).await.expect("publisher stopped");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    let events: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(events.len() > 5, "{log}");
+    let of = |message: &str, field: &str, value: &str| {
+        events
+            .iter()
+            .find(|e| e["message"] == message && e[field] == value)
+            .cloned()
+            .unwrap_or_else(|| panic!("no '{message}' event with {field}={value} in:\n{log}"))
+    };
+    let publish = of("publish", "stream", "followed");
+    let play = of("play", "stream", "followed");
+    assert_eq!(publish["media_session"], published.media_session_id.as_str());
+    assert_eq!(play["media_session"], played.media_session_id.as_str());
+    // Each stop is found by the mediaSessionId the publish and play events gave.
+    for id in [&published.media_session_id, &played.media_session_id] {
+        let stop = of("stopped by its client", "media_session", id);
+        assert_eq!(stop["stream"], "followed");
+    }
+    // The session's id rides along in the span list.
+    assert!(publish["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "session")), "{publish}");
+}
