@@ -184,3 +184,68 @@ async fn json_logs_follow_a_stream_from_publish_to_stop() {
     // The session's id rides along in the span list.
     assert!(publish["spans"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "session")), "{publish}");
 }
+
+/// WCS's per-stream metrics against what the test sent: a paced 800 kbit/s, 30 fps
+/// synthetic stream (keyframes three times larger every 2 s, so about 826 kbit/s of
+/// video payload) and 50 audio packets of 120 bytes a second (48 kbit/s); rates within
+/// 15 %, the frame rate within 3, then a VP8 keyframe's picture size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_metrics_match_what_was_sent() {
+    let server = Server::start(&[]);
+    let (media, _events) = hopcast::testkit::client_media();
+    let epoch = std::time::Instant::now();
+    let mut source = hopcast::testkit::synthetic::SyntheticSource::new(media.clone(), 800_000, epoch);
+    let session = connect(&server).await;
+    let mut published = session.publish(&media, "measured", source.key).await.unwrap();
+    published.wait_for(StreamStatus::Publishing, WAIT).await.unwrap();
+    let viewer = connect(&server).await;
+    let mut player = viewer.play(&media, "measured", media.next_id()).await.unwrap();
+    player.wait_for(StreamStatus::Playing, WAIT).await.unwrap();
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    while std::time::Instant::now() < until {
+        let next = source.tick(std::time::Instant::now());
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let find = r#"{"name":"measured","published":true,"display":["metrics"]}"#;
+    let (code, body) = http(server.http, "POST", "/rest-api/stream/find", Some(find));
+    assert_eq!(code, 200, "{body}");
+    let m = json(&body)[0]["metrics"].clone();
+    let near = |name: &str, expected: f64, tolerance: f64| {
+        let got = m[name].as_f64().unwrap_or_else(|| panic!("no {name} in {m}"));
+        assert!((got - expected).abs() <= tolerance, "{name}: {got}, expected {expected} ± {tolerance}; {m}");
+    };
+    near("VIDEO_RATE", 826_000.0, 0.15 * 826_000.0);
+    near("AUDIO_RATE", 48_000.0, 0.15 * 48_000.0);
+    near("VIDEO_FPS", 30.0, 3.0);
+    assert_eq!(
+        (m["VIDEO_LOST"].as_u64(), m["AUDIO_LOST"].as_u64(), m["PLAYERS"].as_u64()),
+        (Some(0), Some(0), Some(1)),
+        "{m}"
+    );
+    assert!(m["VIDEO_PLI"].as_u64() >= Some(1), "the player joining asked for a keyframe: {m}");
+    assert!(m.get("VIDEO_WIDTH").is_none(), "synthetic payloads carry no picture size: {m}");
+
+    // A VP8 keyframe (RFC 7741 descriptor, then a 640x480 frame header).
+    let vp8 = [0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];
+    let (next_seq, _) = source.sent();
+    let packet = hopcast::media::SourcePacket {
+        timestamp: 90_000 * 10,
+        marker: true,
+        ..hopcast::media::SourcePacket::synthetic(
+            str0m::media::MediaKind::Video,
+            next_seq + 1,
+            vp8.to_vec(),
+            std::time::Instant::now(),
+        )
+    };
+    media.inject(source.key, packet);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = format!(r#"{{"mediaSessionId":"{}"}}"#, published.media_session_id);
+    let (code, body) = http(server.http, "POST", "/rest-api/stream/metrics", Some(&metrics));
+    assert_eq!(code, 200, "{body}");
+    let m = json(&body);
+    assert_eq!((m["VIDEO_WIDTH"].as_u64(), m["VIDEO_HEIGHT"].as_u64()), (Some(640), Some(480)), "{m}");
+    assert!(m["VIDEO_K_FRAMES"].as_u64() >= Some(1), "{m}");
+    let (code, _) = http(server.http, "POST", "/rest-api/stream/metrics", Some(r#"{"mediaSessionId":"nope"}"#));
+    assert_eq!(code, 404);
+}

@@ -20,6 +20,7 @@ pub mod consumer;
 pub mod demux;
 pub mod direct;
 pub mod engine;
+pub mod figures;
 pub mod latency;
 pub mod negotiation;
 pub mod peer;

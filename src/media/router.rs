@@ -135,6 +135,8 @@ pub(super) struct Stream {
     pipes: Pipes,
     /// A copy of a stream whose producer lives on another media thread.
     mirror: bool,
+    /// What its media looks like (WCS's per-stream metrics).
+    figures: super::figures::StreamFigures,
 }
 
 pub struct Router {
@@ -195,6 +197,11 @@ impl Router {
     pub fn stats(&self) -> RouterStats {
         let streams = self.streams.values().filter(|s| !s.mirror).count();
         RouterStats { peers: self.peers.len(), streams, ..self.stats }
+    }
+
+    /// WCS's metrics of stream `key` (see [`super::figures`]), when it lives here.
+    pub fn figures(&self, key: StreamKey, now: Instant) -> Option<std::collections::BTreeMap<&'static str, u64>> {
+        self.streams.get(&key).filter(|s| !s.mirror).map(|s| s.figures.metrics(now))
     }
 
     /// The codecs consumers of `key` can be offered: the producer's, once negotiated,
@@ -356,6 +363,7 @@ impl Router {
         tracing::debug!(stream = key, producer = pid, receiving = asked, "keyframe request");
         if asked {
             self.stats.keyframe_requests_sent += 1;
+            stream.figures.keyframe_requests += 1;
             stream.last_keyframe_request = Some(now);
             if !std::mem::replace(&mut peer.unreleased, true) {
                 self.unreleased.push(pid);
@@ -507,6 +515,12 @@ impl Router {
                 (PeerEvent::Packet(mut packet), Role::Producer(key)) => {
                     self.stats.packets_in += 1;
                     self.stats.bytes_in += packet.payload.len() as u64;
+                    if let Some(stream) = self.streams.get_mut(&key) {
+                        let codec = (packet.kind == MediaKind::Video)
+                            .then(|| stream.codecs.iter().find(|c| c.pt() == packet.pt).map(|c| c.spec().codec))
+                            .flatten();
+                        stream.figures.record(&packet, codec, now);
+                    }
                     packet.source = id;
                     self.forward(key, &packet);
                 }

@@ -546,6 +546,26 @@ impl Hub {
         self.registry().close_session_connection(session, "terminated by REST")
     }
 
+    /// WCS's per-stream metrics of one stream (a player's are those of the stream it
+    /// plays), with its players counted; `None` when there is no such stream.
+    pub async fn stream_metrics(&self, media_session_id: &str) -> Option<Map<String, Value>> {
+        let (key, name) = {
+            let registry = self.registry();
+            let stream = registry.stream(media_session_id)?;
+            (stream.key, stream.info.name.clone())
+        };
+        let mut metrics: Map<String, Value> = self
+            .media
+            .figures(key)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        metrics.insert("PLAYERS".into(), self.players_of(&name).into());
+        Some(metrics)
+    }
+
     pub fn find_streams(&self, filter: &StreamFilter) -> Vec<StreamInfo> {
         self.registry().find(filter)
     }

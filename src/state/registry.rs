@@ -148,6 +148,8 @@ pub struct StreamFilter {
     pub published: Option<bool>,
     pub session_id: Option<String>,
     pub status: Option<StreamStatus>,
+    /// WCS's `display` (`["metrics"]` adds each stream's figures); not a filter.
+    pub display: Option<Vec<String>>,
 }
 
 impl StreamFilter {

@@ -86,6 +86,7 @@ pub fn routes(
     let api = Router::new()
         .route("/stream/find_all", get(stream_find_all).post(stream_find_all))
         .route("/stream/find", post(stream_find))
+        .route("/stream/metrics", post(stream_metrics))
         .route("/stream/terminate", post(stream_terminate))
         .route("/connection/find_all", get(connection_find_all).post(connection_find_all))
         .route("/connection/terminate", post(connection_terminate))
@@ -212,7 +213,36 @@ async fn stream_find_all(State(hub): State<Arc<Hub>>) -> ApiResult {
 
 async fn stream_find(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult {
     let filter: StreamFilter = parse_body(&body)?;
-    found(hub.find_streams(&filter), "streams")
+    let streams = hub.find_streams(&filter);
+    if !filter.display.iter().flatten().any(|d| d == "metrics") {
+        return found(streams, "streams");
+    }
+    // WCS's `display: ["metrics"]`: each stream with a `metrics` object.
+    let mut shown = Vec::new();
+    for stream in streams {
+        let metrics = hub.stream_metrics(&stream.media_session_id).await.unwrap_or_default();
+        let mut object = match serde_json::to_value(&stream) {
+            Ok(Value::Object(o)) => o,
+            _ => continue,
+        };
+        object.insert("metrics".into(), Value::Object(metrics));
+        shown.push(Value::Object(object));
+    }
+    found(shown, "streams")
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricsOf {
+    media_session_id: Option<String>,
+}
+
+/// WCS's `/stream/metrics`: one stream's metrics object.
+async fn stream_metrics(State(hub): State<Arc<Hub>>, body: Bytes) -> ApiResult {
+    let req: MetricsOf = parse_body(&body)?;
+    let id = required(req.media_session_id, "mediaSessionId")?;
+    let metrics = hub.stream_metrics(&id).await.ok_or_else(|| ApiError::not_found("Stream not found"))?;
+    Ok(Json(metrics).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -212,6 +212,11 @@ impl MediaHandle {
         Ok(total)
     }
 
+    /// WCS's metrics of stream `key` (from its home thread); `None` when it is unknown.
+    pub async fn figures(&self, key: StreamKey) -> Option<std::collections::BTreeMap<&'static str, u64>> {
+        self.call_on(self.home(key), |reply| Command::Figures { key, reply }).await.ok().flatten()
+    }
+
     pub fn remove_peer(&self, peer: PeerId, close: bool) {
         // Under the lock, so it cannot overtake a creation in flight (see `create`).
         let mut placement = self.placement();

@@ -81,6 +81,10 @@ enum Command {
     RequestKeyframe {
         key: StreamKey,
     },
+    Figures {
+        key: StreamKey,
+        reply: oneshot::Sender<Option<std::collections::BTreeMap<&'static str, u64>>>,
+    },
     Stats {
         reply: oneshot::Sender<MediaStats>,
     },

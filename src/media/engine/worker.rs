@@ -141,6 +141,9 @@ impl Worker {
                     busy_ns: vec![self.busy_ns],
                 });
             }
+            Command::Figures { key, reply } => {
+                let _ = reply.send(self.router.figures(key, now));
+            }
             Command::Codecs { key, reply } => {
                 let _ = reply.send(self.router.consumer_codecs(key));
             }
