@@ -126,6 +126,30 @@ async fn metrics_move_with_media_and_are_guarded() {
     assert_eq!(value(&after, "hopcast_refused_total", &[("reason", "hooks")]), 0.0);
     assert!(after.iter().all(|(_, l, _)| !l.to_string().contains("cam")));
 
+    // Every series the Grafana dashboard asks for exists.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap()))
+        .collect();
+    assert!(exprs.len() >= 12);
+    let auth = format!("Bearer {TOKEN}");
+    let (_, _, text) =
+        hopcast::testkit::process::http_exchange(server.http, "GET", "/metrics", &[("Authorization", &auth)], None);
+    for expr in exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("hopcast_"))
+        {
+            // A sample, or a family with no series yet (no relays here).
+            let known = after.iter().any(|(n, _, _)| n == word) || text.contains(&format!("# TYPE {word} "));
+            assert!(known, "the dashboard asks for {word}, which /metrics lacks");
+        }
+    }
+
     // WCS's summary page.
     let stat = |query: &str| {
         let auth = format!("Bearer {TOKEN}");

@@ -40,6 +40,18 @@ enum Command {
         #[arg(long, default_value_t = 600_000)]
         bitrate: u64,
     },
+    /// Play a stream from a running server with N players (for demos and dashboards).
+    Play {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        server: String,
+        #[arg(long, default_value = "cam")]
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        players: usize,
+        /// Stop after this many seconds (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        seconds: u64,
+    },
     /// Every scenario: fan-out for each N, relay hops, setup.
     All(BenchArgs),
     /// 1 publisher, N players on one server, against the minimal-forwarder baseline.
@@ -152,6 +164,7 @@ fn main() {
     runtime.block_on(async move {
         match args.command {
             Command::Publish { server, name, seconds, bitrate } => publish(server, name, seconds, bitrate).await,
+            Command::Play { server, name, players, seconds } => play_for(server, name, players, seconds).await,
             Command::All(b) => {
                 run_fanout(&b).await;
                 relay::run(b.seconds, b.bitrate, 5, &b.csv).await;
@@ -212,6 +225,28 @@ async fn run_fanout(b: &BenchArgs) {
         results.push(fanout::run(&b.target(), n, b.seconds, b.bitrate).await);
     }
     fanout::report(&results, &b.csv);
+}
+
+async fn play_for(server: String, name: String, players: usize, seconds: u64) {
+    let client = common::Client::new();
+    let (_rec_tx, rec_rx) = watch::channel(false);
+    let (_done_tx, done_rx) = watch::channel(false);
+    let mut held = Vec::new();
+    for _ in 0..players {
+        match common::play(&client, &server, &name, rec_rx.clone(), done_rx.clone()).await {
+            Ok(p) => held.push(p),
+            Err(e) => eprintln!("hopcast-load: play of '{name}' failed: {e}"),
+        }
+    }
+    println!("{} players of '{name}' on {server}", held.len());
+    if seconds == 0 {
+        let _ = tokio::signal::ctrl_c().await;
+    } else {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
+    for p in &held {
+        p.leg.end();
+    }
 }
 
 async fn publish(server: String, name: String, seconds: u64, bitrate: u64) {
