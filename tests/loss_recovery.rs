@@ -122,6 +122,15 @@ async fn missing_video_packets(drop_rtx: bool) -> Vec<u64> {
     video.dedup();
     let dropped = proxy.dropped.load(Ordering::Relaxed);
     assert!(dropped >= 25, "the proxy dropped only {dropped} packets");
+    // The NACKs the server sent the publisher show in /metrics and in the stream's
+    // WCS metrics (str0m reports them once a second: the 2 s above cover it).
+    let (_, text) = http(server.http, "GET", "/metrics", None);
+    let nacks =
+        text.lines().find_map(|l| l.strip_prefix("hopcast_media_nacks_sent_total ")?.trim().parse::<f64>().ok());
+    assert!(nacks >= Some(1.0), "no NACKs counted in /metrics:\n{text}");
+    let find = r#"{"name":"lossy","published":true,"display":["metrics"]}"#;
+    let (_, body) = http(server.http, "POST", "/rest-api/stream/find", Some(find));
+    assert!(json(&body)[0]["metrics"]["VIDEO_NACK"].as_u64() >= Some(1), "{body}");
     // A loss is noticed when later packets arrive: leave the tail out of the check.
     (1..=280).filter(|s| video.binary_search(s).is_err()).collect()
 }

@@ -79,6 +79,8 @@ pub struct StreamFigures {
     size: Option<(u16, u16)>,
     /// Keyframe requests sent to the stream's publisher.
     pub keyframe_requests: u64,
+    /// NACKs sent to the stream's publisher.
+    pub nacks: u64,
 }
 
 impl StreamFigures {
@@ -111,6 +113,7 @@ impl StreamFigures {
         m.insert("VIDEO_FPS", v.current(v.frames_per_second, now));
         m.insert("VIDEO_K_FRAMES", self.keyframes);
         m.insert("VIDEO_PLI", self.keyframe_requests);
+        m.insert("VIDEO_NACK", self.nacks);
         m.insert("VIDEO_LOST", v.lost());
         m.insert("AUDIO_LOST", a.lost());
         m.insert("VIDEO_PACKETS", v.packets);

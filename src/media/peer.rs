@@ -39,6 +39,8 @@ pub enum PeerEvent {
     Packet(SourcePacket),
     /// A consumer's PLI or FIR.
     KeyframeRequest(KeyframeRequestKind),
+    /// NACKs since the last report: sent to a producer, or received from a consumer.
+    Nacks(u64),
 }
 
 pub struct Peer {
@@ -62,6 +64,8 @@ pub struct Peer {
     pub timer: Option<Instant>,
     /// Written packets wait for a release (see `Peer::release`).
     pub unreleased: bool,
+    /// NACK totals str0m reported per section, to turn its totals into increments.
+    nacks: Vec<(Mid, u64)>,
 }
 
 impl Peer {
@@ -132,6 +136,7 @@ impl Peer {
             timeout: now,
             timer: None,
             unreleased: false,
+            nacks: Vec::new(),
         }
     }
 
@@ -270,8 +275,26 @@ impl Peer {
                 Some(PeerEvent::KeyframeRequest(req.kind))
             }
             Event::Closed => Some(PeerEvent::Closed),
+            // Once a second (RtcConfig's stats interval): a producer's NACKs we sent, a
+            // consumer's NACKs we received, as running totals per section.
+            Event::MediaIngressStats(s) => self.nacks_since(s.mid, s.nacks),
+            Event::MediaEgressStats(s) => self.nacks_since(s.mid, s.nacks),
             _ => None,
         }
+    }
+}
+
+impl Peer {
+    fn nacks_since(&mut self, mid: Mid, total: u64) -> Option<PeerEvent> {
+        let last = match self.nacks.iter_mut().find(|(m, _)| *m == mid) {
+            Some((_, last)) => last,
+            None => {
+                self.nacks.push((mid, 0));
+                &mut self.nacks.last_mut().expect("just pushed").1
+            }
+        };
+        let new = total.saturating_sub(std::mem::replace(last, total));
+        (new > 0).then_some(PeerEvent::Nacks(new))
     }
 }
 
@@ -281,8 +304,13 @@ fn msid_for(role: Role) -> String {
     }
 }
 
+/// How often str0m reports a peer's RTP statistics (NACK counts for `/metrics` and the
+/// per-stream figures): a pass over its streams once a second, not per packet.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn rtc_config(role: Role, codecs: Vec<PayloadParams>, cert: &DtlsCert) -> RtcConfig {
-    let mut config = RtcConfig::new().set_rtp_mode(true).set_dtls_cert(cert.clone()).set_stats_interval(None);
+    let mut config =
+        RtcConfig::new().set_rtp_mode(true).set_dtls_cert(cert.clone()).set_stats_interval(Some(STATS_INTERVAL));
     *config.codec_config() = CodecConfig::new_from_payload_params(codecs);
     if let Role::Consumer(_) = role {
         // Toward a consumer we run no bandwidth estimation and forward no header

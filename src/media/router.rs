@@ -96,6 +96,10 @@ pub struct RouterStats {
     /// Keyframe requests (PLI, FIR) from consumers, and those sent to producers.
     pub keyframe_requests_received: u64,
     pub keyframe_requests_sent: u64,
+    /// NACKs sent to producers, and received from consumers (str0m answers those from
+    /// its retransmission cache).
+    pub nacks_sent: u64,
+    pub nacks_received: u64,
 }
 
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
@@ -524,6 +528,13 @@ impl Router {
                     packet.source = id;
                     self.forward(key, &packet);
                 }
+                (PeerEvent::Nacks(n), Role::Producer(key)) => {
+                    self.stats.nacks_sent += n;
+                    if let Some(stream) = self.streams.get_mut(&key) {
+                        stream.figures.nacks += n;
+                    }
+                }
+                (PeerEvent::Nacks(n), Role::Consumer(_)) => self.stats.nacks_received += n,
                 (PeerEvent::KeyframeRequest(kind), Role::Consumer(key)) => {
                     self.stats.keyframe_requests_received += 1;
                     self.request_keyframe(key, kind, now)

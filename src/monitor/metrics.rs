@@ -166,6 +166,13 @@ impl Collector for Snapshot {
             "Keyframe requests sent to publishers (merged to one per 200 ms)",
             &one(r.keyframe_requests_sent),
         )?;
+        counter(&mut e, "hopcast_media_nacks_sent", "NACKs sent to publishers (loss seen here)", &one(r.nacks_sent))?;
+        counter(
+            &mut e,
+            "hopcast_media_nacks_received",
+            "NACKs from players, answered from the retransmission cache",
+            &one(r.nacks_received),
+        )?;
         let busy: Vec<(Labels, u64)> =
             self.media.busy_ns.iter().enumerate().map(|(i, ns)| (vec![("thread", i.to_string())], *ns)).collect();
         let mut m = e.encode_descriptor(

@@ -144,6 +144,8 @@ impl MediaStats {
         a.datagrams_dropped += b.datagrams_dropped;
         a.keyframe_requests_received += b.keyframe_requests_received;
         a.keyframe_requests_sent += b.keyframe_requests_sent;
+        a.nacks_sent += b.nacks_sent;
+        a.nacks_received += b.nacks_received;
         let (a, b) = (&mut self.sent, &other.sent);
         a.datagrams_sent += b.datagrams_sent;
         a.messages_sent += b.messages_sent;
