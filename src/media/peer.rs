@@ -39,8 +39,12 @@ pub enum PeerEvent {
     Packet(SourcePacket),
     /// A consumer's PLI or FIR.
     KeyframeRequest(KeyframeRequestKind),
-    /// NACKs since the last report: sent to a producer, or received from a consumer.
-    Nacks(u64),
+    /// Since the last report: NACKs sent to a producer, or received from a consumer, and
+    /// the retransmissions sent to a consumer.
+    Repairs {
+        nacks: u64,
+        resent: u64,
+    },
 }
 
 pub struct Peer {
@@ -64,8 +68,9 @@ pub struct Peer {
     pub timer: Option<Instant>,
     /// Written packets wait for a release (see `Peer::release`).
     pub unreleased: bool,
-    /// NACK totals str0m reported per section, to turn its totals into increments.
-    nacks: Vec<(Mid, u64)>,
+    /// NACK and retransmission totals str0m reported per section, to turn its running
+    /// totals into increments.
+    repairs: Vec<(Mid, u64, u64)>,
 }
 
 impl Peer {
@@ -136,7 +141,7 @@ impl Peer {
             timeout: now,
             timer: None,
             unreleased: false,
-            nacks: Vec::new(),
+            repairs: Vec::new(),
         }
     }
 
@@ -277,24 +282,26 @@ impl Peer {
             Event::Closed => Some(PeerEvent::Closed),
             // Once a second (RtcConfig's stats interval): a producer's NACKs we sent, a
             // consumer's NACKs we received, as running totals per section.
-            Event::MediaIngressStats(s) => self.nacks_since(s.mid, s.nacks),
-            Event::MediaEgressStats(s) => self.nacks_since(s.mid, s.nacks),
+            Event::MediaIngressStats(s) => self.repairs_since(s.mid, s.nacks, 0),
+            Event::MediaEgressStats(s) => self.repairs_since(s.mid, s.nacks, s.packets_resent),
             _ => None,
         }
     }
 }
 
 impl Peer {
-    fn nacks_since(&mut self, mid: Mid, total: u64) -> Option<PeerEvent> {
-        let last = match self.nacks.iter_mut().find(|(m, _)| *m == mid) {
-            Some((_, last)) => last,
+    fn repairs_since(&mut self, mid: Mid, nacks: u64, resent: u64) -> Option<PeerEvent> {
+        let at = match self.repairs.iter().position(|(m, _, _)| *m == mid) {
+            Some(at) => at,
             None => {
-                self.nacks.push((mid, 0));
-                &mut self.nacks.last_mut().expect("just pushed").1
+                self.repairs.push((mid, 0, 0));
+                self.repairs.len() - 1
             }
         };
-        let new = total.saturating_sub(std::mem::replace(last, total));
-        (new > 0).then_some(PeerEvent::Nacks(new))
+        let (_, last_nacks, last_resent) = &mut self.repairs[at];
+        let nacks = nacks.saturating_sub(std::mem::replace(last_nacks, nacks));
+        let resent = resent.saturating_sub(std::mem::replace(last_resent, resent));
+        (nacks + resent > 0).then_some(PeerEvent::Repairs { nacks, resent })
     }
 }
 

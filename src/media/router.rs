@@ -100,6 +100,8 @@ pub struct RouterStats {
     /// its retransmission cache).
     pub nacks_sent: u64,
     pub nacks_received: u64,
+    /// Packets retransmitted to consumers.
+    pub retransmissions: u64,
 }
 
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(200);
@@ -528,13 +530,16 @@ impl Router {
                     packet.source = id;
                     self.forward(key, &packet);
                 }
-                (PeerEvent::Nacks(n), Role::Producer(key)) => {
-                    self.stats.nacks_sent += n;
+                (PeerEvent::Repairs { nacks, .. }, Role::Producer(key)) => {
+                    self.stats.nacks_sent += nacks;
                     if let Some(stream) = self.streams.get_mut(&key) {
-                        stream.figures.nacks += n;
+                        stream.figures.nacks += nacks;
                     }
                 }
-                (PeerEvent::Nacks(n), Role::Consumer(_)) => self.stats.nacks_received += n,
+                (PeerEvent::Repairs { nacks, resent }, Role::Consumer(_)) => {
+                    self.stats.nacks_received += nacks;
+                    self.stats.retransmissions += resent;
+                }
                 (PeerEvent::KeyframeRequest(kind), Role::Consumer(key)) => {
                     self.stats.keyframe_requests_received += 1;
                     self.request_keyframe(key, kind, now)

@@ -173,6 +173,7 @@ impl Collector for Snapshot {
             "NACKs from players, answered from the retransmission cache",
             &one(r.nacks_received),
         )?;
+        counter(&mut e, "hopcast_media_retransmissions", "Packets retransmitted to players", &one(r.retransmissions))?;
         let busy: Vec<(Labels, u64)> =
             self.media.busy_ns.iter().enumerate().map(|(i, ns)| (vec![("thread", i.to_string())], *ns)).collect();
         let mut m = e.encode_descriptor(

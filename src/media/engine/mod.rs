@@ -146,6 +146,7 @@ impl MediaStats {
         a.keyframe_requests_sent += b.keyframe_requests_sent;
         a.nacks_sent += b.nacks_sent;
         a.nacks_received += b.nacks_received;
+        a.retransmissions += b.retransmissions;
         let (a, b) = (&mut self.sent, &other.sent);
         a.datagrams_sent += b.datagrams_sent;
         a.messages_sent += b.messages_sent;

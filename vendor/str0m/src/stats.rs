@@ -150,6 +150,18 @@ pub struct MediaEgressStats {
     ///
     /// [1]: https://www.w3.org/TR/webrtc-stats/#dom-rtcsentrtpstreamstats-packetssent
     pub packets: u64,
+    /// Total bytes of retransmissions alone.
+    ///
+    /// Spec equivalent of [`RTCOutboundRtpStreamStats.retransmittedBytesSent`][1].
+    ///
+    /// [1]: https://www.w3.org/TR/webrtc-stats/#dom-rtcoutboundrtpstreamstats-retransmittedbytessent
+    pub bytes_resent: u64,
+    /// Total number of retransmitted rtp packets alone.
+    ///
+    /// Spec equivalent of [`RTCOutboundRtpStreamStats.retransmittedPacketsSent`][1].
+    ///
+    /// [1]: https://www.w3.org/TR/webrtc-stats/#dom-rtcoutboundrtpstreamstats-retransmittedpacketssent
+    pub packets_resent: u64,
     /// Number of firs received.
     pub firs: u64,
     /// Number of plis received.
