@@ -248,6 +248,19 @@ async fn stream_metrics_match_what_was_sent() {
     );
     assert!(m["VIDEO_PLI"].as_u64() >= Some(1), "the player joining asked for a keyframe: {m}");
     assert!(m.get("VIDEO_WIDTH").is_none(), "synthetic payloads carry no picture size: {m}");
+    // The player's own entry: what it was sent (str0m's counts of payload bytes)
+    // and what it reported back.
+    let of_player = format!(r#"{{"mediaSessionId":"{}"}}"#, player.media_session_id);
+    let (code, body) = http(server.http, "POST", "/rest-api/stream/metrics", Some(&of_player));
+    assert_eq!(code, 200, "{body}");
+    let p = json(&body);
+    let near_p = |name: &str, expected: f64, tolerance: f64| {
+        let got = p[name].as_f64().unwrap_or_else(|| panic!("no {name} in {p}"));
+        assert!((got - expected).abs() <= tolerance, "player {name}: {got}, expected {expected} ± {tolerance}; {p}");
+    };
+    near_p("VIDEO_RATE", 826_000.0, 0.15 * 826_000.0);
+    near_p("AUDIO_RATE", 48_000.0, 0.15 * 48_000.0);
+    assert_eq!(p["VIDEO_LOST"].as_u64(), Some(0), "{p}");
 
     // A VP8 keyframe (RFC 7741 descriptor, then a 640x480 frame header).
     let vp8 = [0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01];

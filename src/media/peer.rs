@@ -71,6 +71,21 @@ pub struct Peer {
     /// NACK and retransmission totals str0m reported per section, to turn its running
     /// totals into increments.
     repairs: Vec<(Mid, u64, u64)>,
+    /// A consumer's figures as str0m last reported them, per section (WCS's metrics of
+    /// a player).
+    egress: Vec<(Mid, PlayerFigures)>,
+}
+
+/// What a consumer was sent, from str0m's once-a-second report.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PlayerFigures {
+    bytes: u64,
+    at: Option<Instant>,
+    bits_per_second: u64,
+    nacks: u64,
+    keyframe_requests: u64,
+    lost: u64,
+    rtt_ms: Option<u64>,
 }
 
 impl Peer {
@@ -142,6 +157,7 @@ impl Peer {
             timer: None,
             unreleased: false,
             repairs: Vec::new(),
+            egress: Vec::new(),
         }
     }
 
@@ -283,13 +299,56 @@ impl Peer {
             // Once a second (RtcConfig's stats interval): a producer's NACKs we sent, a
             // consumer's NACKs we received, as running totals per section.
             Event::MediaIngressStats(s) => self.repairs_since(s.mid, s.nacks, 0),
-            Event::MediaEgressStats(s) => self.repairs_since(s.mid, s.nacks, s.packets_resent),
+            Event::MediaEgressStats(s) => {
+                self.record_egress(&s);
+                self.repairs_since(s.mid, s.nacks, s.packets_resent)
+            }
             _ => None,
         }
     }
 }
 
 impl Peer {
+    fn record_egress(&mut self, s: &str0m::stats::MediaEgressStats) {
+        let at = match self.egress.iter().position(|(m, _)| *m == s.mid) {
+            Some(at) => at,
+            None => {
+                self.egress.push((s.mid, PlayerFigures::default()));
+                self.egress.len() - 1
+            }
+        };
+        let f = &mut self.egress[at].1;
+        if let Some(last) = f.at.filter(|t| s.timestamp > *t) {
+            let seconds = s.timestamp.duration_since(last).as_secs_f64();
+            f.bits_per_second = (s.bytes.saturating_sub(f.bytes) as f64 * 8.0 / seconds) as u64;
+        }
+        f.bytes = s.bytes;
+        f.at = Some(s.timestamp);
+        f.nacks = s.nacks;
+        f.keyframe_requests = s.plis + s.firs;
+        f.lost = s.remote.as_ref().map_or(0, |r| r.packets_lost);
+        f.rtt_ms = s.rtt.map(|r| r.as_millis() as u64);
+    }
+
+    /// WCS's metrics of a player: what it was sent and what it reported back.
+    pub fn player_figures(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for (mid, f) in &self.egress {
+            let Some(kind) = self.mids.iter().find(|(m, _)| m == mid).map(|(_, k)| *k) else { continue };
+            let video = kind == MediaKind::Video;
+            m.insert(if video { "VIDEO_RATE" } else { "AUDIO_RATE" }, f.bits_per_second);
+            m.insert(if video { "VIDEO_LOST" } else { "AUDIO_LOST" }, f.lost);
+            if video {
+                m.insert("VIDEO_NACK", f.nacks);
+                m.insert("VIDEO_PLI", f.keyframe_requests);
+            }
+            if let Some(rtt) = f.rtt_ms {
+                m.insert("RTT_MS", rtt);
+            }
+        }
+        m
+    }
+
     fn repairs_since(&mut self, mid: Mid, nacks: u64, resent: u64) -> Option<PeerEvent> {
         let at = match self.repairs.iter().position(|(m, _, _)| *m == mid) {
             Some(at) => at,

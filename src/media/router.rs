@@ -205,6 +205,11 @@ impl Router {
         RouterStats { peers: self.peers.len(), streams, ..self.stats }
     }
 
+    /// WCS's metrics of consumer `peer` (what it was sent and reported back).
+    pub fn player_figures(&self, peer: PeerId) -> Option<std::collections::BTreeMap<&'static str, u64>> {
+        self.peers.get(&peer).filter(|p| matches!(p.role, Role::Consumer(_))).map(|p| p.player_figures())
+    }
+
     /// WCS's metrics of stream `key` (see [`super::figures`]), when it lives here.
     pub fn figures(&self, key: StreamKey, now: Instant) -> Option<std::collections::BTreeMap<&'static str, u64>> {
         self.streams.get(&key).filter(|s| !s.mirror).map(|s| s.figures.metrics(now))

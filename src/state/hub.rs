@@ -546,22 +546,18 @@ impl Hub {
         self.registry().close_session_connection(session, "terminated by REST")
     }
 
-    /// WCS's per-stream metrics of one stream (a player's are those of the stream it
-    /// plays), with its players counted; `None` when there is no such stream.
+    /// WCS's per-stream metrics: a published stream's as the server receives it, with its
+    /// players counted; a player's as it is sent to that player and reported back by it.
+    /// `None` when there is no such stream.
     pub async fn stream_metrics(&self, media_session_id: &str) -> Option<Map<String, Value>> {
-        let (key, name) = {
+        let (key, name, peer, published) = {
             let registry = self.registry();
             let stream = registry.stream(media_session_id)?;
-            (stream.key, stream.info.name.clone())
+            (stream.key, stream.info.name.clone(), stream.peer, stream.info.published)
         };
-        let mut metrics: Map<String, Value> = self
-            .media
-            .figures(key)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into()))
-            .collect();
+        let figures = if published { self.media.figures(key).await } else { self.media.player_figures(peer).await };
+        let mut metrics: Map<String, Value> =
+            figures.unwrap_or_default().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
         metrics.insert("PLAYERS".into(), self.players_of(&name).into());
         Some(metrics)
     }

@@ -217,6 +217,12 @@ impl MediaHandle {
         self.call_on(self.home(key), |reply| Command::Figures { key, reply }).await.ok().flatten()
     }
 
+    /// WCS's metrics of player `peer` (from the thread it lives on).
+    pub async fn player_figures(&self, peer: PeerId) -> Option<std::collections::BTreeMap<&'static str, u64>> {
+        let thread = self.placement().peers.get(&peer).map(|p| p.thread)?;
+        self.call_on(thread, |reply| Command::PlayerFigures { peer, reply }).await.ok().flatten()
+    }
+
     pub fn remove_peer(&self, peer: PeerId, close: bool) {
         // Under the lock, so it cannot overtake a creation in flight (see `create`).
         let mut placement = self.placement();

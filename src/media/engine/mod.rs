@@ -81,6 +81,10 @@ enum Command {
     RequestKeyframe {
         key: StreamKey,
     },
+    PlayerFigures {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<std::collections::BTreeMap<&'static str, u64>>>,
+    },
     Figures {
         key: StreamKey,
         reply: oneshot::Sender<Option<std::collections::BTreeMap<&'static str, u64>>>,

@@ -141,6 +141,9 @@ impl Worker {
                     busy_ns: vec![self.busy_ns],
                 });
             }
+            Command::PlayerFigures { peer, reply } => {
+                let _ = reply.send(self.router.player_figures(peer));
+            }
             Command::Figures { key, reply } => {
                 let _ = reply.send(self.router.figures(key, now));
             }
