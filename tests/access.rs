@@ -18,7 +18,7 @@ use common::*;
 use hopcast::media::MediaHandle;
 use hopcast::testkit::process::http_exchange;
 use hopcast::wcs::client::{ClientError, ClientStream, SignalingClient};
-use hopcast::wcs::protocol::{reason, ServerMessage, StreamInfo, StreamStatus};
+use hopcast::wcs::protocol::{reason, ClientMessage, ServerMessage, StreamInfo, StreamRef, StreamStatus};
 use serde_json::{json, Map, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -292,6 +292,62 @@ async fn relays_dial_only_what_relay_allow_permits() {
     // The listed one works.
     let body = format!(r#"{{"uri":"{}","localStreamName":"cam","remoteStreamName":"copy"}}"#, target.ws_url());
     assert_eq!(http(server.http, "POST", "/rest-api/pull/push", Some(&body)).0, 200);
+}
+
+/// The SDK sends `unPublishStream` and closes its peer connection at once; the DTLS close
+/// can come first. Either way the backend hears the stop request once, before the status,
+/// and the request that comes second is no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closing_its_media_before_its_request_has_stopped() {
+    let (backend, addr) = Backend::start().await;
+    let server = hooked(addr, &[]);
+    let ClientMedia { media, .. } = client_media();
+    let session = connect_with(&server, "good").await.unwrap();
+    let source = media.next_id();
+    media.add_source(source);
+    let mut stream = session.publish(&media, "closer", source).await.unwrap();
+    stream.wait_for(StreamStatus::Publishing, WAIT).await.unwrap();
+
+    media.remove_peer(stream.peer, true);
+    let last = next_settled(&mut stream).await;
+    assert_eq!((last.status, last.info.as_deref()), (StreamStatus::Unpublished, Some(reason::USER_STOP)));
+    let request = StreamRef { media_session_id: stream.media_session_id.clone(), name: "closer".into(), published: true };
+    session.send(ClientMessage::UnPublishStream(request));
+    // One queue: an unknown message, sent after, brings the first warning back.
+    session.send_text(r#"{"message":"teleport","data":[{}]}"#.into());
+    let warning = tokio::time::timeout(WAIT, async {
+        loop {
+            match session.next_unrouted().await {
+                Some(ServerMessage::Fail(f)) => return f,
+                Some(_) => continue,
+                None => panic!("session closed"),
+            }
+        }
+    })
+    .await
+    .expect("no fail warning");
+    assert_eq!(warning.info, "Unknown message 'teleport'");
+
+    let id = session.session_id.clone();
+    eventually("the backend hears the status", || {
+        backend.calls_of(&id).iter().any(|(m, b)| m == "StreamStatusEvent" && b["status"] == "UNPUBLISHED")
+    })
+    .await;
+    let seen: Vec<String> = backend
+        .calls_of(&id)
+        .iter()
+        .filter(|(m, _)| m.contains("Stream"))
+        .map(|(m, b)| format!("{m} {}", b["status"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "publishStream NEW",
+            "StreamStatusEvent PUBLISHING",
+            "unPublishStream PUBLISHING",
+            "StreamStatusEvent UNPUBLISHED"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -512,22 +512,32 @@ impl Hub {
     /// `unPublishStream` / `stopStream` from the stream's own session.
     pub fn stop(&self, session: &str, media_session_id: &str) {
         let mut registry = self.registry();
-        let Some(stream) = registry.stream(media_session_id).filter(|s| s.info.session_id == session) else {
-            registry.send(session, ServerMessage::Fail(crate::wcs::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
+        if registry.stream(media_session_id).is_none_or(|s| s.info.session_id != session) {
+            // Already ended by the client closing its media: the request came second.
+            if !registry.was_closed_by_client(session, media_session_id) {
+                registry.send(session, ServerMessage::Fail(crate::wcs::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
+            }
             return;
-        };
+        }
+        let effects = self.stopped_by_client(&mut registry, media_session_id, true);
+        drop(registry);
+        self.apply(effects);
+    }
+
+    /// A client ends its own stream, by request or by closing its media (whichever came
+    /// first): the backend hears the request before the status it leads to (one queue).
+    fn stopped_by_client(&self, registry: &mut Registry, media_session_id: &str, close: bool) -> Vec<Effect> {
+        let Some(stream) = registry.stream(media_session_id) else { return Vec::new() };
+        let session = stream.info.session_id.clone();
         let status = if stream.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
         tracing::info!(session, stream = %stream.info.name, media_session = media_session_id, ?status, "stopped by its client");
-        // The backend hears of the request before the status it leads to (one queue).
-        if let (Some(hooks), Some(s)) = (self.hooks.get(), registry.session(session)) {
+        if let (Some(hooks), Some(s)) = (self.hooks.get(), registry.session(&session)) {
             let path = if stream.info.published { "unPublishStream" } else { "stopStream" };
             if let Ok(Value::Object(body)) = serde_json::to_value(&stream.info) {
                 hooks.notify(path, s.app_key(), body);
             }
         }
-        let effects = registry.end(media_session_id, status, Some(reason::USER_STOP), true);
-        drop(registry);
-        self.apply(effects);
+        registry.end(media_session_id, status, Some(reason::USER_STOP), close)
     }
 
     /// REST `/stream/terminate`.
@@ -590,10 +600,12 @@ impl Hub {
                 // A relay's remote closed on purpose: its signaling says why, and the
                 // agent ends or holds the stream by what it says.
                 Some(s) if s.resumable => Vec::new(),
+                // The client closed its media on purpose: its stop, whether or not
+                // its `unPublishStream` / `stopStream` has come yet.
                 Some(s) => {
-                    let id = s.info.media_session_id.clone();
-                    let status = if s.info.published { StreamStatus::Unpublished } else { StreamStatus::Stopped };
-                    registry.end(&id, status, Some(reason::USER_STOP), false)
+                    let (id, session) = (s.info.media_session_id.clone(), s.info.session_id.clone());
+                    registry.closed_by_client(&session, &id);
+                    self.stopped_by_client(&mut registry, &id, false)
                 }
                 None => Vec::new(),
             },

@@ -99,6 +99,10 @@ pub struct Session {
     /// One of the server's own (a relay agent's local side).
     pub internal: bool,
     outbox: OutboxSender,
+    /// Streams this client ended by closing their media before its `unPublishStream` /
+    /// `stopStream` came (the SDK sends one and closes the other at once): the late
+    /// request is expected, not an error. The last few only.
+    closed_by_client: std::collections::VecDeque<String>,
 }
 
 impl Session {
@@ -169,13 +173,37 @@ impl Registry {
 
     pub fn add_session(&mut self, id: String, remote: String, outbox: OutboxSender) {
         let ip = remote.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
-        let session =
-            Session { id: id.clone(), remote, ip, user_data: Map::new(), established: false, internal: false, outbox };
+        let session = Session {
+            id: id.clone(),
+            remote,
+            ip,
+            user_data: Map::new(),
+            established: false,
+            internal: false,
+            outbox,
+            closed_by_client: Default::default(),
+        };
         self.sessions.insert(id, session);
     }
 
     pub fn session(&self, id: &str) -> Option<&Session> {
         self.sessions.get(id)
+    }
+
+    /// The client closed this stream's media itself (see `Session::closed_by_client`).
+    pub fn closed_by_client(&mut self, session: &str, media_session_id: &str) {
+        const KEEP: usize = 8;
+        if let Some(s) = self.sessions.get_mut(session) {
+            if s.closed_by_client.len() == KEEP {
+                s.closed_by_client.pop_front();
+            }
+            s.closed_by_client.push_back(media_session_id.to_string());
+        }
+    }
+
+    /// Whether the client closed this stream's media itself, lately.
+    pub fn was_closed_by_client(&self, session: &str, media_session_id: &str) -> bool {
+        self.sessions.get(session).is_some_and(|s| s.closed_by_client.iter().any(|id| id == media_session_id))
     }
 
     pub fn stream_count(&self) -> usize {
