@@ -311,7 +311,8 @@ async fn a_client_closing_its_media_before_its_request_has_stopped() {
     media.remove_peer(stream.peer, true);
     let last = next_settled(&mut stream).await;
     assert_eq!((last.status, last.info.as_deref()), (StreamStatus::Unpublished, Some(reason::USER_STOP)));
-    let request = StreamRef { media_session_id: stream.media_session_id.clone(), name: "closer".into(), published: true };
+    let request =
+        StreamRef { media_session_id: stream.media_session_id.clone(), name: "closer".into(), published: true };
     session.send(ClientMessage::UnPublishStream(request));
     // One queue: an unknown message, sent after, brings the first warning back.
     session.send_text(r#"{"message":"teleport","data":[{}]}"#.into());

@@ -515,7 +515,8 @@ impl Hub {
         if registry.stream(media_session_id).is_none_or(|s| s.info.session_id != session) {
             // Already ended by the client closing its media: the request came second.
             if !registry.was_closed_by_client(session, media_session_id) {
-                registry.send(session, ServerMessage::Fail(crate::wcs::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
+                registry
+                    .send(session, ServerMessage::Fail(crate::wcs::protocol::Fail::warning(reason::STREAM_NOT_FOUND)));
             }
             return;
         }
