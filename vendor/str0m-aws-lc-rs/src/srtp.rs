@@ -75,6 +75,30 @@ impl std::fmt::Debug for AwsLcRsAeadAes128GcmCipher {
 }
 
 impl AeadAes128GcmCipher for AwsLcRsAeadAes128GcmCipher {
+    fn encrypt_in_place(
+        &mut self,
+        iv: &[u8; AeadAes128Gcm::IV_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; 16], CryptoError> {
+        assert!(
+            aad.len() >= 12,
+            "Associated data length MUST be at least 12 octets"
+        );
+
+        let nonce = Nonce::try_assume_unique_for_key(iv)
+            .map_err(|e| CryptoError::Other(format!("Invalid nonce: {}", e)))?;
+
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
+            .map_err(|e| CryptoError::Other(format!("AES-GCM encrypt failed: {}", e)))?;
+
+        let mut out = [0_u8; AeadAes128Gcm::TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
     fn encrypt(
         &mut self,
         iv: &[u8; AeadAes128Gcm::IV_LEN],
@@ -151,6 +175,30 @@ impl std::fmt::Debug for AwsLcRsAeadAes256GcmCipher {
 }
 
 impl AeadAes256GcmCipher for AwsLcRsAeadAes256GcmCipher {
+    fn encrypt_in_place(
+        &mut self,
+        iv: &[u8; AeadAes256Gcm::IV_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; 16], CryptoError> {
+        assert!(
+            aad.len() >= 12,
+            "Associated data length MUST be at least 12 octets"
+        );
+
+        let nonce = Nonce::try_assume_unique_for_key(iv)
+            .map_err(|e| CryptoError::Other(format!("Invalid nonce: {}", e)))?;
+
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
+            .map_err(|e| CryptoError::Other(format!("AES-GCM encrypt failed: {}", e)))?;
+
+        let mut out = [0_u8; AeadAes256Gcm::TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
     fn encrypt(
         &mut self,
         iv: &[u8; AeadAes256Gcm::IV_LEN],

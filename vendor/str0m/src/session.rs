@@ -1254,6 +1254,7 @@ impl Session {
 
         let PacketReceipt {
             header,
+            mut packet,
             seq_no,
             is_padding,
             payload_size,
@@ -1271,10 +1272,10 @@ impl Session {
         self.pacer.register_send(now, payload_size.into(), midrid);
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), packet.clone())));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        srtp_tx.protect_rtp_in_place(&mut packet, &header, *seq_no);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1295,7 +1296,7 @@ impl Session {
             self.media_bytes_tx += payload_size as u64;
         }
 
-        Some(protected.into())
+        Some(packet.into())
     }
 
     pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
@@ -1552,6 +1553,8 @@ impl Session {
 
 pub struct PacketReceipt {
     pub header: RtpHeader,
+    /// The RTP packet, unprotected, with capacity for the SRTP tag.
+    pub packet: Vec<u8>,
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,

@@ -44,16 +44,8 @@ impl Vp8Patch {
         self.len += 1;
     }
 
-    /// Copy `payload` into `dst` while applying VP8 descriptor byte replacements.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `dst` is not the same length as `payload`.
-    pub(crate) fn copy_to(&self, payload: &[u8], dst: &mut [u8]) {
-        assert_eq!(payload.len(), dst.len());
-
-        dst.copy_from_slice(payload);
-
+    /// Apply the VP8 descriptor byte replacements to a copy of the payload in `dst`.
+    pub(crate) fn apply(&self, dst: &mut [u8]) {
         for i in 0..usize::from(self.len) {
             dst[usize::from(self.offsets[i])] = self.bytes[i];
         }
@@ -1050,8 +1042,8 @@ mod test {
         let descriptor = Vp8Descriptor::parse(payload).expect("valid VP8 descriptor");
         let patch = patch(descriptor.patch()).build()?;
 
-        let mut out = vec![0; payload.len()];
-        patch.copy_to(payload, &mut out);
+        let mut out = payload.to_vec();
+        patch.apply(&mut out);
         Ok(out)
     }
 

@@ -345,6 +345,40 @@ impl SrtpContext {
         }
     }
 
+    /// Protects the RTP packet in `buf` where it lies: the payload is sealed in
+    /// place and the tag appended, so an AEAD profile needs no second buffer and no
+    /// copy of the plaintext (reserve [`SRTP_OVERHEAD`] bytes of capacity to avoid a
+    /// reallocation). AES-CM goes through [`Self::protect_rtp`].
+    pub fn protect_rtp_in_place(
+        &mut self,
+        buf: &mut Vec<u8>,
+        header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+    ) {
+        let hlen = header.header_len;
+        let roc = (srtp_index >> 16) as u32;
+
+        if matches!(self.rtp, Derived::Aes128CmSha1_80 { .. }) {
+            *buf = self.protect_rtp(buf, header, srtp_index);
+            return;
+        }
+
+        let tag = match &mut self.rtp {
+            Derived::Aes128CmSha1_80 { .. } => unreachable!("handled above"),
+            Derived::AeadAes128Gcm { salt, enc, .. } => {
+                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let (aad, body) = buf.split_at_mut(hlen);
+                enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt")
+            }
+            Derived::AeadAes256Gcm { salt, enc, .. } => {
+                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let (aad, body) = buf.split_at_mut(hlen);
+                enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt")
+            }
+        };
+        buf.extend_from_slice(&tag);
+    }
+
     /// Decrypts an SRTP packet into the internal reusable scratch buffer and
     /// returns a slice of the plaintext bytes. The returned slice borrows from
     /// `self` until the next mutable use; the scratch buffer is reused across

@@ -210,11 +210,9 @@ impl<T> EvictingBuffer<T> {
             return;
         }
 
-        // This is the new sized buffer. We can make other strategies for growing.
-        let new_size = self
-            .max_size
-            .min((self.buf.len() * 133) / 100)
-            .max(self.buf.len() + 1);
+        // Double: every entry is moved on each growth, and entries (a whole RtpPacket)
+        // are large, so fewer growths cost less than the slack they leave.
+        let new_size = self.max_size.min(self.buf.len() * 2).max(self.buf.len() + 1);
 
         let old_buffer = mem::replace(&mut self.buf, prepare_buf(new_size));
 
@@ -377,7 +375,7 @@ mod test {
         // overwrites 2, thus grows
         buf.push(4, now + Duration::from_secs(2), 'C');
 
-        assert_eq!(buffer_cmp(&buf), &[Some('B'), Some('C'), Some('A')]);
+        assert_eq!(buffer_cmp(&buf), &[Some('C'), None, Some('A'), Some('B')]);
 
         assert_eq!(buf.get(2), Some(&'A'));
         assert_eq!(buf.get(3), Some(&'B'));

@@ -20,7 +20,7 @@ use crate::rtp_::{Bitrate, Descriptions, Extension, ExtensionMap, ExtensionValue
 use crate::rtp_::{MAX_BLANK_PADDING_PAYLOAD_SIZE, Sdes, SdesType};
 use crate::rtp_::{MediaTime, Mid, NackEntry, ReportList, Rtcp, RtpHeader};
 use crate::rtp_::{Pt, Rid, RtcpFb, SenderInfo, SenderReport, Ssrc};
-use crate::rtp_::{SRTP_BLOCK_SIZE, SeqNo};
+use crate::rtp_::{SRTP_BLOCK_SIZE, SRTP_OVERHEAD, SeqNo};
 use crate::session::PacketReceipt;
 use crate::stats::StatsSnapshot;
 use crate::util::value_history::ValueHistory;
@@ -717,30 +717,38 @@ impl StreamTx {
             *twcc += 1;
         }
 
-        buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        // `buf` is scratch for the header (and blank padding): grown once, never
+        // shrunk, so it is not zeroed again for every packet.
+        if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
+            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        }
 
         let header_len = header.write_to(buf, exts);
         assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
         header.header_len = header_len;
 
-        let mut body_out = &mut buf[header_len..];
-
-        // For resends, the original seq_no is inserted before the payload.
-        let mut original_seq_len = 0;
-        if let NextPacketKind::Resend(orig_seq_no) = next.kind {
-            original_seq_len = RtpHeader::write_original_sequence_number(body_out, orig_seq_no);
-            body_out = &mut body_out[original_seq_len..];
-        }
-
         let pkt = &next.pkt;
 
-        let body_len = match next.kind {
+        // The packet is assembled in a buffer of its own, with room for the SRTP tag,
+        // so it can be sealed in place and sent without another copy.
+        let (packet, body_len) = match next.kind {
             NextPacketKind::Regular | NextPacketKind::Resend(_) => {
-                let body_len = pkt.payload.len();
+                let payload_len = pkt.payload.len();
+                let mut packet = Vec::with_capacity(header_len + 2 + payload_len + SRTP_OVERHEAD);
+                packet.extend_from_slice(&buf[..header_len]);
+
+                // For resends, the original seq_no is inserted before the payload.
+                let mut original_seq_len = 0;
+                if let NextPacketKind::Resend(orig_seq_no) = next.kind {
+                    let mut seq = [0; 2];
+                    original_seq_len = RtpHeader::write_original_sequence_number(&mut seq, orig_seq_no);
+                    packet.extend_from_slice(&seq[..original_seq_len]);
+                }
+
+                let payload_start = packet.len();
+                packet.extend_from_slice(pkt.payload.as_ref());
                 if let Some(patch) = pkt.vp8_patch.as_ref() {
-                    patch.copy_to(pkt.payload.as_ref(), &mut body_out[..body_len]);
-                } else {
-                    body_out[..body_len].copy_from_slice(pkt.payload.as_ref());
+                    patch.apply(&mut packet[payload_start..]);
                 }
 
                 // media packets are sent unpadded: the SRTP ciphers handle
@@ -748,7 +756,7 @@ impl StreamTx {
                 // to protect_rtp), and RTP-level padding breaks SFUs that
                 // re-marshal forwarded packets without it while keeping the P
                 // bit (observed with LiveKit -> Chrome, str0m issue #1014)
-                body_len + original_seq_len
+                (packet, payload_len + original_seq_len)
             }
             NextPacketKind::Blank(len) => {
                 let len = RtpHeader::create_padding_packet(
@@ -762,11 +770,11 @@ impl StreamTx {
                     return None;
                 }
 
-                len
+                let mut packet = Vec::with_capacity(header_len + len + SRTP_OVERHEAD);
+                packet.extend_from_slice(&buf[..header_len + len]);
+                (packet, len)
             }
         };
-
-        buf.truncate(header_len + body_len);
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -818,6 +826,7 @@ impl StreamTx {
 
         Some(PacketReceipt {
             header,
+            packet,
             seq_no,
             is_padding,
             payload_size: body_len,
@@ -1429,7 +1438,7 @@ mod test {
                 receipt.header.ext_vals.abs_send_time,
                 negotiated.then_some(now)
             );
-            let header = RtpHeader::parse(&buf, &exts).unwrap();
+            let header = RtpHeader::parse(&receipt.packet, &exts).unwrap();
             assert_eq!(header.ext_vals.abs_send_time.is_some(), negotiated);
             assert_eq!(header.ext_vals.transport_cc, Some(42));
             assert!(header.ssrc.is_probe());
@@ -1488,9 +1497,12 @@ mod test {
         assert_eq!(second.header.sequence_number, 0);
         assert_eq!(second.header.ext_vals.transport_cc, Some(0));
         assert_eq!(second.payload_size, SRTP_BLOCK_SIZE);
-        assert_eq!(buf.len(), second.header.header_len + second.payload_size);
+        assert_eq!(
+            second.packet.len(),
+            second.header.header_len + second.payload_size
+        );
         assert!(
-            RtpHeader::unpad_payload(&buf[second.header.header_len..])
+            RtpHeader::unpad_payload(&second.packet[second.header.header_len..])
                 .unwrap()
                 .is_empty()
         );
