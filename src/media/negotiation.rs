@@ -48,6 +48,16 @@ pub(super) fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
     MediaError::BadSdp(text)
 }
 
+/// Runs str0m on a remote description. str0m asserts on some inconsistent descriptions
+/// (a payload type claimed twice, found by fuzzing) instead of returning an error: such a
+/// panic must cost this negotiation only, not the media thread and every peer on it.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!(what, "panic in the WebRTC stack on a remote description; refused");
+        Err(MediaError::BadSdp("not a valid session description".into()))
+    })
+}
+
 /// A remote offer, parsed: the costly part of answering, done where it cannot hold up
 /// forwarding (see `MediaHandle::answer`).
 pub struct Offer {
@@ -80,8 +90,9 @@ impl Router {
             Role::Producer(_) => publish_codecs(offer.preferred),
             Role::Consumer(key) => self.consumer_codecs(key)?,
         };
-        let (peer, answer) =
-            Peer::answering(role, offer, codecs, &self.dtls_cert, &self.shared_addrs, now, self.connect_timeout)?;
+        let (peer, answer) = guarded("offer", || {
+            Peer::answering(role, offer, codecs, &self.dtls_cert, &self.shared_addrs, now, self.connect_timeout)
+        })?;
         self.insert_peer(id, peer);
         self.finish_negotiation(id, now)?;
         Ok(answer)
@@ -114,7 +125,7 @@ impl Router {
     /// Apply the remote answer to an offer made by [`Router::offer`].
     pub fn apply_answer(&mut self, id: PeerId, answer: &str, now: Instant) -> Result<(), MediaError> {
         let peer = self.peers.get_mut(&id).ok_or(MediaError::UnknownPeer)?;
-        if let Err(e) = peer.apply_answer(answer) {
+        if let Err(e) = guarded("answer", || peer.apply_answer(answer)) {
             self.remove_peer(id, false, now);
             return Err(e);
         }

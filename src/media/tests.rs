@@ -79,6 +79,26 @@ fn answer_rejects_unparsable_sdp_and_unknown_streams() {
     assert_eq!(router.stats().peers, 1);
 }
 
+#[test]
+fn an_offer_giving_one_payload_type_to_two_codecs_is_answered_without_the_second() {
+    // Found by fuzzing: a BUNDLE whose audio section maps 97 (RTX for Opus) while the
+    // video section uses 97 as VP8's RTX. str0m claimed 97 twice and panicked, taking the
+    // media thread down with every peer on it. Now VP8 goes without RTX.
+    let chrome = include_str!("../../tests/data/sdp/chrome-play.sdp");
+    let offer = chrome.replacen("m=audio 9 UDP/TLS/RTP/SAVPF 111 ", "m=audio 9 UDP/TLS/RTP/SAVPF 111 97 ", 1).replacen(
+        "a=rtpmap:111 opus/48000/2\r\n",
+        "a=rtpmap:111 opus/48000/2\r\na=rtpmap:97 rtx/48000\r\na=fmtp:97 apt=111\r\n",
+        1,
+    );
+    assert!(offer.contains("a=fmtp:97 apt=111") && offer.contains("a=fmtp:97 apt=96"), "offer built");
+    let mut router = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(1));
+    router.add_source(7);
+    let answer = router.answer(1, Role::Consumer(7), &offer, Instant::now()).expect("an answer, not a refusal");
+    let video = &answer[answer.find("m=video").expect("video section")..];
+    assert!(video.contains("a=rtpmap:96 VP8/90000"), "VP8 kept: {video}");
+    assert!(!video.contains("apt=96"), "VP8 without RTX: {video}");
+}
+
 // ---- two routers wired back to back, no sockets: the sans-IO payoff ----------
 
 const SERVER: &str = "127.0.0.1:40000";

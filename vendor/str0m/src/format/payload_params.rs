@@ -802,6 +802,15 @@ impl PayloadParams {
                 } else {
                     panic!("Exhausted all PT ranges, inconsistent PayloadParam state");
                 }
+            } else if claimed.is_claimed(remote_pt) {
+                // The remote dictates its PTs and gave one already taken by another codec
+                // in the same BUNDLE (RFC 8843 §9.1 forbids it). We can't reassign it, so
+                // leave this codec out rather than claim the same PT twice (which would panic).
+                warn!(
+                    "Remote PT {} for {:?} is already in use; ignoring the codec",
+                    remote_pt, self.spec.codec
+                );
+                return;
             }
 
             // Lock down the PT
@@ -826,6 +835,14 @@ impl PayloadParams {
                         }
                     }
                 }
+            } else if remote_rtx.is_some_and(|rtx| claimed.is_claimed(rtx)) {
+                // As for the main PT: the remote's RTX PT is taken, and we can't reassign
+                // it. Retransmission is optional, so go without it.
+                warn!(
+                    "Remote RTX PT {:?} for {:?} is already in use; no RTX",
+                    remote_rtx, self.spec.codec
+                );
+                remote_rtx = None;
             }
 
             // Lock down the RTX PT
