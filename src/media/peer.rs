@@ -202,7 +202,7 @@ impl Peer {
     /// str0m emits written packets on its next input: let them go. True when it worked.
     pub fn release(&mut self, now: Instant) -> bool {
         self.unreleased = false;
-        self.rtc.handle_input(Input::Timeout(now)).is_ok()
+        self.rtc.release_written(now).is_ok()
     }
 
     /// When this peer next needs [`Peer::handle_timeout`].

@@ -2042,6 +2042,28 @@ impl Rtc {
         Ok(())
     }
 
+    /// Let packets written through the direct API since the last input go out.
+    ///
+    /// Written packets wait for a time input, and [`Input::Timeout`] makes the full
+    /// timeout pass (ICE, SCTP, every stream, statistics) to release them. When no timer
+    /// is due, this only stamps them and refreshes the pacer, which is all the pass does
+    /// for them; otherwise it is `handle_input(Input::Timeout(now))`. For an SFU writing
+    /// to many peers per received packet, the pass per peer was most of the cost.
+    pub fn release_written(&mut self, now: Instant) -> Result<(), RtcError> {
+        if self.state != RtcState::Alive || self.need_init_time || now < self.last_now {
+            return self.handle_input(Input::Timeout(now));
+        }
+        if !self.session.release_written(now) {
+            return self.handle_input(Input::Timeout(now));
+        }
+        self.wake_all();
+        if self.poll_timeout() <= now {
+            return self.handle_input(Input::Timeout(now));
+        }
+        self.last_now = now;
+        Ok(())
+    }
+
     /// Starts local shutdown.
     ///
     /// The `Rtc` instance schedules RTCP BYE, requests SCTP shutdown, and sends

@@ -410,6 +410,12 @@ impl Streams {
         self.streams_rx.values().find_map(|s| s.paused_at())
     }
 
+    /// Stamp every send stream's newly written packets; false when a stream still
+    /// needs its first full timeout.
+    pub(crate) fn stamp_written(&mut self, now: Instant) -> bool {
+        self.streams_tx.values_mut().all(|s| s.stamp_written(now))
+    }
+
     pub(crate) fn send_stream(&self) -> Option<Instant> {
         if self.streams_tx.values().any(|s| s.need_timeout()) {
             Some(already_happened())

@@ -1287,6 +1287,16 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// Stamp packets written since the last timeout, as [`Self::handle_timeout`] does;
+    /// false (nothing done) before the stream's first timeout, which only that does.
+    pub(crate) fn stamp_written(&mut self, now: Instant) -> bool {
+        if self.kind.is_none() {
+            return false;
+        }
+        self.send_queue.handle_timeout(now);
+        true
+    }
+
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,
