@@ -113,6 +113,15 @@ fn main() -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
+        // Before the ready line: a signal that arrives once we said we are up must stop
+        // us gracefully, not kill us (a handler is only installed when first asked for).
+        let mut signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("hopcast: signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         match hopcast::server::start(config).await {
             Ok(server) => {
                 println!("{}", server.ready_line());
@@ -120,14 +129,14 @@ fn main() -> ExitCode {
                     ws = %server.ws, wss = %server.wss, http = %server.http, https = %server.https,
                     media = ?server.media, "hopcast started"
                 );
-                shutdown_signal().await;
+                signals.next().await;
                 tracing::info!("stopping (a second signal exits at once)");
                 tokio::select! {
                     _ = server.stop() => {
                         tracing::info!("stopped");
                         ExitCode::SUCCESS
                     }
-                    _ = shutdown_signal() => {
+                    _ = signals.next() => {
                         tracing::warn!("second signal: exiting now");
                         // Not a return: dropping the runtime would wait for its tasks.
                         std::process::exit(130)
@@ -142,10 +151,22 @@ fn main() -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, listened for from start-up on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

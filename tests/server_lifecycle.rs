@@ -221,3 +221,15 @@ async fn sigterm_closes_sessions_as_going_away_and_exits_cleanly() {
     let log = std::fs::read_to_string(&server.log).unwrap();
     assert!(log.contains("server stopping"), "{log}");
 }
+
+/// A signal that arrives as soon as the server said it is up stops it gracefully: the
+/// handlers are installed before the ready line (they were installed just after it, and a
+/// SIGTERM in between killed the process, seen once in a loaded test run).
+#[test]
+fn sigterm_right_after_the_ready_line_is_a_graceful_stop() {
+    for _ in 0..5 {
+        let mut server = Server::start(&[]);
+        let status = server.terminate(Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "exit status {status:?}");
+    }
+}
