@@ -352,18 +352,18 @@ impl Session {
     }
 
     /// What [`Self::handle_timeout`] does for packets written since the last input:
-    /// stamp them and refresh the pacer's view of the send queues. False (the caller
-    /// must make the full pass) with bandwidth estimation, whose probes and padding need
-    /// it, while closing, and before a send stream's first timeout.
+    /// stamp them and refresh the pacer's view of the queues written to. False (the
+    /// caller must make the full pass) with bandwidth estimation or a pacing pacer, whose
+    /// probes, padding and budget need it, while closing, and before a send stream's
+    /// first timeout.
     pub fn release_written(&mut self, now: Instant) -> bool {
         if self.rtp_closing || self.bwe.is_some() || self.srtp_tx.is_none() {
             return false;
         }
-        if !self.streams.stamp_written(now) {
+        let Some(pacer) = self.pacer.null_mut() else {
             return false;
-        }
-        self.update_queue_state(now, None);
-        true
+        };
+        self.streams.stamp_written(now, |state| pacer.refresh_queue(state))
     }
 
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {

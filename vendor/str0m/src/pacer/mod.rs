@@ -40,6 +40,15 @@ impl PacerImpl {
         }
     }
 
+    /// The null pacer: replace one queue's snapshot. None for a pacer that paces, whose
+    /// budget needs every queue at once (`handle_timeout`).
+    pub fn null_mut(&mut self) -> Option<&mut NullPacer> {
+        match self {
+            PacerImpl::Null(v) => Some(v),
+            PacerImpl::LeakyBucket(_) => None,
+        }
+    }
+
     pub fn active_cluster(&self) -> Option<TwccClusterId> {
         match self {
             PacerImpl::Null(_) => None,

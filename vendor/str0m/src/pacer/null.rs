@@ -21,6 +21,18 @@ pub struct NullPacer {
     unsent_since: Option<Instant>,
 }
 
+impl NullPacer {
+    /// Replace one queue's snapshot (added if new), as `handle_timeout` would, leaving the
+    /// others: a stream written to since the last snapshot. A queue that was handed out
+    /// and sent nothing still asks for the full refresh.
+    pub(crate) fn refresh_queue(&mut self, state: QueueState) {
+        match self.queue_states.iter_mut().find(|q| q.midrid == state.midrid) {
+            Some(q) => *q = state,
+            None => self.queue_states.push(state),
+        }
+    }
+}
+
 impl Pacer for NullPacer {
     fn set_pacing_rate(&mut self, _padding_bitrate: Bitrate) {
         // We don't care

@@ -410,10 +410,19 @@ impl Streams {
         self.streams_rx.values().find_map(|s| s.paused_at())
     }
 
-    /// Stamp every send stream's newly written packets; false when a stream still
+    /// Stamp every send stream's newly written packets and hand the new queue state of
+    /// each stream written to to `refresh`; false (nothing done) when a stream still
     /// needs its first full timeout.
-    pub(crate) fn stamp_written(&mut self, now: Instant) -> bool {
-        self.streams_tx.values_mut().all(|s| s.stamp_written(now))
+    pub(crate) fn stamp_written(&mut self, now: Instant, mut refresh: impl FnMut(QueueState)) -> bool {
+        if !self.streams_tx.values().all(|s| s.is_initialized()) {
+            return false;
+        }
+        for stream in self.streams_tx.values_mut() {
+            if stream.stamp_written(now) {
+                refresh(stream.queue_state(now));
+            }
+        }
+        true
     }
 
     pub(crate) fn send_stream(&self) -> Option<Instant> {

@@ -1287,14 +1287,16 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// Whether the stream has had its first timeout, which only [`Self::handle_timeout`]
+    /// gives it.
+    pub(crate) fn is_initialized(&self) -> bool {
+        self.kind.is_some()
+    }
+
     /// Stamp packets written since the last timeout, as [`Self::handle_timeout`] does;
-    /// false (nothing done) before the stream's first timeout, which only that does.
+    /// true if there were any.
     pub(crate) fn stamp_written(&mut self, now: Instant) -> bool {
-        if self.kind.is_none() {
-            return false;
-        }
-        self.send_queue.handle_timeout(now);
-        true
+        self.send_queue.handle_timeout(now)
     }
 
     pub(crate) fn handle_timeout<'a>(

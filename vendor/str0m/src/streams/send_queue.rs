@@ -30,7 +30,9 @@ impl SendQueue {
         self.queue.push_back(packet);
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Timestamp the packets pushed since the last call; true if there were any.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        let mut stamped = false;
         for pkt in self.queue.iter_mut().rev() {
             if pkt.timestamp != not_happening() {
                 // all enqueued packets are timestamped.
@@ -38,8 +40,10 @@ impl SendQueue {
             } else {
                 pkt.timestamp = now;
                 self.total.increase(now, pkt.payload.len());
+                stamped = true;
             }
         }
+        stamped
     }
 
     pub fn need_timeout(&self) -> bool {
