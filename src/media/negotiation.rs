@@ -43,9 +43,14 @@ pub(super) fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
     let text = e.to_string();
     if text.starts_with("SDP parse") || text.contains("0x") {
         tracing::debug!(error = %text, "unparsable SDP");
-        return MediaError::BadSdp("not a valid session description".into());
+        return unreadable_sdp();
     }
     MediaError::BadSdp(text)
+}
+
+/// The refusal for SDP we cannot make sense of, without the parser's internals.
+fn unreadable_sdp() -> MediaError {
+    MediaError::BadSdp("not a valid session description".into())
 }
 
 /// Runs str0m on a remote description. str0m asserts on some inconsistent descriptions
@@ -54,7 +59,7 @@ pub(super) fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         tracing::error!(what, "panic in the WebRTC stack on a remote description; refused");
-        Err(MediaError::BadSdp("not a valid session description".into()))
+        Err(unreadable_sdp())
     })
 }
 

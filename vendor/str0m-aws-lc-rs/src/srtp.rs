@@ -64,6 +64,30 @@ impl Aes128CmSha1_80Cipher for AwsLcRsAes128CmSha1_80Cipher {
 // AEAD-AES-128-GCM Cipher
 // ============================================================================
 
+/// AES-GCM (either key size) sealed in place, the tag returned: for `encrypt_in_place`.
+fn seal_in_place(
+    key: &LessSafeKey,
+    iv: &[u8; 12],
+    aad: &[u8],
+    in_out: &mut [u8],
+) -> Result<[u8; 16], CryptoError> {
+    assert!(
+        aad.len() >= 12,
+        "Associated data length MUST be at least 12 octets"
+    );
+
+    let nonce = Nonce::try_assume_unique_for_key(iv)
+        .map_err(|e| CryptoError::Other(format!("Invalid nonce: {}", e)))?;
+
+    let tag = key
+        .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
+        .map_err(|e| CryptoError::Other(format!("AES-GCM encrypt failed: {}", e)))?;
+
+    let mut out = [0_u8; 16];
+    out.copy_from_slice(tag.as_ref());
+    Ok(out)
+}
+
 struct AwsLcRsAeadAes128GcmCipher {
     key: LessSafeKey,
 }
@@ -81,22 +105,7 @@ impl AeadAes128GcmCipher for AwsLcRsAeadAes128GcmCipher {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; 16], CryptoError> {
-        assert!(
-            aad.len() >= 12,
-            "Associated data length MUST be at least 12 octets"
-        );
-
-        let nonce = Nonce::try_assume_unique_for_key(iv)
-            .map_err(|e| CryptoError::Other(format!("Invalid nonce: {}", e)))?;
-
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
-            .map_err(|e| CryptoError::Other(format!("AES-GCM encrypt failed: {}", e)))?;
-
-        let mut out = [0_u8; AeadAes128Gcm::TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        Ok(out)
+        seal_in_place(&self.key, iv, aad, in_out)
     }
 
     fn encrypt(
@@ -181,22 +190,7 @@ impl AeadAes256GcmCipher for AwsLcRsAeadAes256GcmCipher {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; 16], CryptoError> {
-        assert!(
-            aad.len() >= 12,
-            "Associated data length MUST be at least 12 octets"
-        );
-
-        let nonce = Nonce::try_assume_unique_for_key(iv)
-            .map_err(|e| CryptoError::Other(format!("Invalid nonce: {}", e)))?;
-
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), in_out)
-            .map_err(|e| CryptoError::Other(format!("AES-GCM encrypt failed: {}", e)))?;
-
-        let mut out = [0_u8; AeadAes256Gcm::TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        Ok(out)
+        seal_in_place(&self.key, iv, aad, in_out)
     }
 
     fn encrypt(

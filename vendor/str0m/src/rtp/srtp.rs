@@ -355,28 +355,23 @@ impl SrtpContext {
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
     ) {
-        let hlen = header.header_len;
         let roc = (srtp_index >> 16) as u32;
-
-        if matches!(self.rtp, Derived::Aes128CmSha1_80 { .. }) {
-            *buf = self.protect_rtp(buf, header, srtp_index);
-            return;
-        }
-
+        let (aad, body) = buf.split_at_mut(header.header_len);
         let tag = match &mut self.rtp {
-            Derived::Aes128CmSha1_80 { .. } => unreachable!("handled above"),
+            Derived::Aes128CmSha1_80 { .. } => None,
             Derived::AeadAes128Gcm { salt, enc, .. } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let (aad, body) = buf.split_at_mut(hlen);
-                enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt")
+                Some(enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt"))
             }
             Derived::AeadAes256Gcm { salt, enc, .. } => {
                 let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
-                let (aad, body) = buf.split_at_mut(hlen);
-                enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt")
+                Some(enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt"))
             }
         };
-        buf.extend_from_slice(&tag);
+        match tag {
+            Some(tag) => buf.extend_from_slice(&tag),
+            None => *buf = self.protect_rtp(buf, header, srtp_index),
+        }
     }
 
     /// Decrypts an SRTP packet into the internal reusable scratch buffer and
