@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use common::*;
-use hopcast::media::MediaHandle;
+use hopcast::media::{MediaEvent, MediaHandle};
 use hopcast::testkit::process::http_exchange;
 use hopcast::wcs::client::{ClientError, ClientStream, SignalingClient};
 use hopcast::wcs::protocol::{reason, ClientMessage, ServerMessage, StreamInfo, StreamRef, StreamStatus};
@@ -301,12 +301,27 @@ async fn relays_dial_only_what_relay_allow_permits() {
 async fn a_client_closing_its_media_before_its_request_has_stopped() {
     let (backend, addr) = Backend::start().await;
     let server = hooked(addr, &[]);
-    let ClientMedia { media, .. } = client_media();
+    let ClientMedia { media, mut events } = client_media();
     let session = connect_with(&server, "good").await.unwrap();
     let source = media.next_id();
     media.add_source(source);
     let mut stream = session.publish(&media, "closer", source).await.unwrap();
     stream.wait_for(StreamStatus::Publishing, WAIT).await.unwrap();
+    // The server (DTLS server) is connected once it has sent its last flight, so
+    // PUBLISHING can arrive before our side has read that flight: a close before then
+    // sends nothing the server can read (it would learn only by ICE timeout, 15 s).
+    let peer = stream.peer;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Some(MediaEvent::Connected { peer: p }) if p == peer => return,
+                Some(_) => continue,
+                None => panic!("client media stopped"),
+            }
+        }
+    })
+    .await
+    .expect("our side of DTLS never connected");
 
     media.remove_peer(stream.peer, true);
     let last = next_settled(&mut stream).await;
