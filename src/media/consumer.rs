@@ -88,14 +88,12 @@ impl Peer {
         let Some(track) = self.tracks.iter_mut().find(|t| t.kind == packet.kind) else { return false };
         let Some((pt, seq, timestamp)) = track.rewrite(packet) else { return false };
         let mid = track.mid;
-        let mut api = self.rtc().direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else { return false };
         let arrival: Instant = packet.arrival;
         let write = RtpWrite::new(pt, seq.into(), timestamp, arrival, packet.payload.clone())
             .marker(packet.marker)
             .nackable(true);
-        tx.write_rtp(write);
-        true
+        // Only the send queue moves: `Peer::release` then needs no full timeout pass.
+        self.rtc().direct_api().write_rtp_by_mid(mid, None, write)
     }
 }
 

@@ -2056,9 +2056,27 @@ impl Rtc {
         if !self.session.release_written(now) {
             return self.handle_input(Input::Timeout(now));
         }
-        self.wake_all();
-        if self.poll_timeout() <= now {
-            return self.handle_input(Input::Timeout(now));
+        if self.readiness.wants_full_timeout() {
+            self.wake_all();
+            if self.poll_timeout() <= now {
+                return self.handle_input(Input::Timeout(now));
+            }
+        } else {
+            // Nothing but the direct API's writes since the timeout was computed
+            // (`DirectApi::write_rtp_by_mid`): stamping them cleared the send streams'
+            // timer, which can only make it later, and moved the pacer's. The cached
+            // timeout stands for every other timer.
+            self.readiness.clear_written();
+            if let (Some(at), reason) = self.session.pacer_timeout() {
+                let at = at.max(self.last_now);
+                if at < self.cached_timeout {
+                    self.cached_timeout = at;
+                    self.last_timeout_reason = reason;
+                }
+            }
+            if self.cached_timeout <= now {
+                return self.handle_input(Input::Timeout(now));
+            }
         }
         self.last_now = now;
         Ok(())

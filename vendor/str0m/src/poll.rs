@@ -151,6 +151,10 @@ impl Drop for Mutation<'_> {
 pub(crate) struct Readiness {
     events: bool,
     timeout: bool,
+    // Only send queues were written since the timeout was computed (see
+    // `Rtc::release_written`): a recompute is still due, but stamping those queues
+    // can stand in for it.
+    written: bool,
 }
 
 impl Readiness {
@@ -159,6 +163,7 @@ impl Readiness {
         Readiness {
             events: true,
             timeout: true,
+            written: false,
         }
     }
 
@@ -167,7 +172,24 @@ impl Readiness {
     }
 
     pub(crate) fn wants_timeout(&self) -> bool {
+        self.timeout || self.written
+    }
+
+    /// Whether anything but a send queue write moved since the timeout was computed.
+    pub(crate) fn wants_full_timeout(&self) -> bool {
         self.timeout
+    }
+
+    /// Packets were written to a send queue: events to walk, a timeout to recompute
+    /// unless `Rtc::release_written` stamps the queues instead.
+    pub(crate) fn mark_written(&mut self) {
+        self.events = true;
+        self.written = true;
+    }
+
+    /// The written queues were stamped and the timeout brought up to date with them.
+    pub(crate) fn clear_written(&mut self) {
+        self.written = false;
     }
 
     pub(crate) fn clear_events(&mut self) {
@@ -176,6 +198,7 @@ impl Readiness {
 
     pub(crate) fn clear_timeout(&mut self) {
         self.timeout = false;
+        self.written = false;
     }
 
     /// Hand out an armed guard for a mutable descent into the tree.
@@ -228,6 +251,7 @@ impl Readiness {
         Self {
             events: false,
             timeout: false,
+            written: false,
         }
     }
 }
@@ -323,11 +347,93 @@ mod tests {
         }
     }
 
+    /// An idle `Rtc` without bandwidth estimation, its one video send stream declared.
+    fn idle_sender(now: Instant) -> (Rtc, crate::rtp_::Pt) {
+        let mut rtc = Rtc::builder().build(now);
+        let profile = SrtpProfile::AEAD_AES_128_GCM;
+        let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
+        rtc.session
+            .set_keying_material(mat, crate::crypto::test_default_provider(), profile, true);
+        rtc.direct_api()
+            .declare_media("vid".into(), MediaKind::Video);
+        let pt = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec.is_video())
+            .expect("a video codec")
+            .pt();
+        rtc.direct_api()
+            .declare_stream_tx(42.into(), None, "vid".into(), None);
+        rtc.handle_input(Input::Timeout(now)).unwrap();
+        while !matches!(rtc.poll_output().unwrap(), Output::Timeout(_)) {}
+        (rtc, pt)
+    }
+
+    fn write(rtc: &mut Rtc, pt: crate::rtp_::Pt, seq: u64, now: Instant) -> bool {
+        let rtp = crate::streams::RtpWrite::new(pt, seq.into(), 90 * seq as u32, now, vec![1u8; 100]);
+        rtc.direct_api().write_rtp_by_mid("vid".into(), None, rtp)
+    }
+
+    #[test]
+    fn written_packets_are_released_from_the_cached_timeout() {
+        let now = Instant::now();
+        let (mut rtc, pt) = idle_sender(now);
+        // A timeout no subsystem would compute: a pass would replace it.
+        let sentinel = now + std::time::Duration::from_secs(3600);
+        rtc.cached_timeout = sentinel;
+
+        assert!(write(&mut rtc, pt, 1, now));
+        assert!(rtc.readiness.wants_events());
+        assert!(rtc.readiness.wants_timeout(), "a plain poll still recomputes");
+        assert!(!rtc.readiness.wants_full_timeout());
+
+        let later = now + std::time::Duration::from_millis(5);
+        rtc.release_written(later).unwrap();
+        assert_eq!(rtc.cached_timeout, sentinel, "no timer asked again");
+        assert!(!rtc.readiness.wants_timeout());
+        assert!(rtc.readiness.wants_events());
+        // (No ICE here, so no `Output::Transmit`: the session's datagram shows it.)
+        assert!(
+            rtc.session.poll_datagram(later).is_some(),
+            "the written packet is released"
+        );
+        assert_eq!(rtc.poll_timeout(), sentinel);
+    }
+
+    #[test]
+    fn a_write_after_another_mutation_gets_the_full_pass() {
+        let now = Instant::now();
+        let (mut rtc, pt) = idle_sender(now);
+        let sentinel = now + std::time::Duration::from_secs(3600);
+        rtc.cached_timeout = sentinel;
+
+        // `stream_tx` hands out the stream to do anything with: it arms a recompute.
+        assert!(rtc.direct_api().stream_tx(&42.into()).is_some());
+        assert!(write(&mut rtc, pt, 1, now));
+        assert!(rtc.readiness.wants_full_timeout());
+
+        let later = now + std::time::Duration::from_millis(5);
+        rtc.release_written(later).unwrap();
+        assert_ne!(rtc.cached_timeout, sentinel, "every timer asked again");
+        assert!(rtc.session.poll_datagram(later).is_some());
+    }
+
+    #[test]
+    fn writing_to_a_missing_stream_moves_nothing() {
+        let now = Instant::now();
+        let (mut rtc, pt) = idle_sender(now);
+        let rtp = crate::streams::RtpWrite::new(pt, 1.into(), 90, now, vec![1u8; 100]);
+        assert!(!rtc.direct_api().write_rtp_by_mid("aud".into(), None, rtp));
+        assert!(!rtc.readiness.wants_events());
+        assert!(!rtc.readiness.wants_timeout());
+    }
+
     #[test]
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {
             for timeout in [false, true] {
-                let mut readiness = Readiness { events, timeout };
+                let mut readiness = Readiness { events, timeout, written: false };
                 {
                     let mut wake = readiness.wake();
                     wake.no_events();

@@ -366,6 +366,12 @@ impl Session {
         self.streams.stamp_written(now, |state| pacer.refresh_queue(state))
     }
 
+    /// The pacer's next timer: after [`Session::release_written`], the only one that
+    /// stamping the written queues can have moved.
+    pub fn pacer_timeout(&self) -> (Option<Instant>, Reason) {
+        self.pacer.poll_timeout()
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

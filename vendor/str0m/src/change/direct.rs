@@ -12,7 +12,7 @@ use crate::poll::RtcMut;
 use crate::rtp_::MidRid;
 use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
-use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
+use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, RtpWrite, StreamRx, StreamTx};
 
 /// Direct change strategy.
 ///
@@ -362,6 +362,22 @@ impl<'a> DirectApi<'a> {
     pub fn stream_tx_by_mid(&mut self, mid: Mid, rid: Option<Rid>) -> Option<&mut StreamTx> {
         let midrid = MidRid(mid, rid);
         self.rtc.session.streams.stream_tx_by_midrid(midrid)
+    }
+
+    /// Write an RTP packet to the send stream of `mid` and `rid`, as
+    /// `stream_tx_by_mid(mid, rid)?.write_rtp(rtp)` does, telling the `Rtc` that only a
+    /// send queue moved: [`Rtc::release_written`] can then stamp the queue instead of
+    /// asking every subsystem for its next timer. False when there is no such stream.
+    pub fn write_rtp_by_mid(&mut self, mid: Mid, rid: Option<Rid>, rtp: RtpWrite) -> bool {
+        let mut write = self.rtc.mutate();
+        write.no_events();
+        write.no_timeout();
+        let Some(tx) = write.session.streams.stream_tx_by_midrid(MidRid(mid, rid)) else {
+            return false;
+        };
+        tx.write_rtp(rtp);
+        write.readiness.mark_written();
+        true
     }
 
     /// Reset a transmit stream to use a new SSRC and optionally a new RTX SSRC.
