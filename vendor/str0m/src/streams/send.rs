@@ -1124,7 +1124,8 @@ impl StreamTx {
         s.values.push((SdesType::CNAME, cname.to_string()));
 
         let mut d = Descriptions {
-            reports: Box::new(ReportList::new()),
+            // Built in place (some 30 kB: see `Descriptions::try_from`).
+            reports: Box::default(),
         };
         d.reports.push(s);
 

@@ -161,7 +161,9 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
     type Error = &'static str;
 
     fn try_from(buf: &'a [u8]) -> Result<Self, Self::Error> {
-        let mut reports = ReportList::new();
+        // Built where it stays: 31 descriptions of 31 values are some 30 kB, which a
+        // list on the stack then boxed copies for every SDES (hopcast patch 12).
+        let mut reports: Box<ReportList<Sdes>> = Box::default();
 
         let mut buf = buf;
 
@@ -191,9 +193,7 @@ impl<'a> TryFrom<&'a [u8]> for Descriptions {
             buf = &buf[len..];
         }
 
-        Ok(Descriptions {
-            reports: Box::new(reports),
-        })
+        Ok(Descriptions { reports })
     }
 }
 
