@@ -350,7 +350,16 @@ impl Extension {
 
 /// Mapping between RTP extension id to what extension that is.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ExtensionMap([Option<MapEntry>; MAX_ID as usize]); // index 0 is extmap:1.
+pub struct ExtensionMap(
+    [Option<MapEntry>; MAX_ID as usize], // index 0 is extmap:1.
+    // The id of each known extension (0: not mapped), kept with the entries: `id_of` is
+    // asked for every packet sent, and a scan of the entries costs about 150
+    // instructions (hopcast patch 13).
+    [u8; KNOWN_EXTENSIONS],
+);
+
+/// The variants of [`Extension`] but `UnknownUri`.
+const KNOWN_EXTENSIONS: usize = 14;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MapEntry {
@@ -361,7 +370,7 @@ struct MapEntry {
 impl ExtensionMap {
     /// Create an empty map.
     pub fn empty() -> Self {
-        ExtensionMap(std::array::from_fn(|_| None))
+        ExtensionMap(std::array::from_fn(|_| None), [0; KNOWN_EXTENSIONS])
     }
 
     /// Creates a map with the "standard" mappings.
@@ -386,6 +395,19 @@ impl ExtensionMap {
         for i in &mut self.0 {
             *i = None;
         }
+        self.reindex();
+    }
+
+    /// Bring the known extensions' ids up to date with the entries.
+    fn reindex(&mut self) {
+        self.1 = [0; KNOWN_EXTENSIONS];
+        // Backwards, so that an extension mapped twice keeps its lowest id, as a scan
+        // from the front finds it.
+        for (idx, entry) in self.0.iter().enumerate().rev() {
+            if let Some(k) = entry.as_ref().and_then(|m| m.ext.known_index()) {
+                self.1[k] = idx as u8 + 1;
+            }
+        }
     }
 
     /// Set a mapping for an extension.
@@ -401,6 +423,7 @@ impl ExtensionMap {
         let m = MapEntry { ext, locked: false };
 
         self.0[idx] = Some(m);
+        self.reindex();
     }
 
     /// Look up the extension for the id.
@@ -419,6 +442,10 @@ impl ExtensionMap {
     ///
     /// The returned id will be 1-based.
     pub fn id_of(&self, e: Extension) -> Option<u8> {
+        if let Some(k) = e.known_index() {
+            let id = self.1[k];
+            return (id != 0).then_some(id);
+        }
         self.0
             .iter()
             .position(|x| x.as_ref().map(|e| &e.ext) == Some(&e))
@@ -617,6 +644,7 @@ impl ExtensionMap {
         }
 
         self.0.swap(old_index, new_index);
+        self.reindex();
     }
 }
 
@@ -1253,6 +1281,30 @@ impl From<u8> for VideoOrientation {
     }
 }
 
+impl Extension {
+    /// A known extension's place in `ExtensionMap`'s index of ids.
+    fn known_index(&self) -> Option<usize> {
+        use Extension::*;
+        Some(match self {
+            AbsoluteSendTime => 0,
+            AbsoluteCaptureTime => 1,
+            AudioLevel => 2,
+            TransmissionTimeOffset => 3,
+            VideoOrientation => 4,
+            TransportSequenceNumber => 5,
+            PlayoutDelay => 6,
+            VideoContentType => 7,
+            VideoTiming => 8,
+            RtpStreamId => 9,
+            RepairedRtpStreamId => 10,
+            RtpMid => 11,
+            FrameMarking => 12,
+            ColorSpace => 13,
+            UnknownUri(..) => return None,
+        })
+    }
+}
+
 impl PartialEq for Extension {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -1526,6 +1578,75 @@ mod test {
                 (14, &TransportSequenceNumber)
             ]
         );
+    }
+
+    /// `id_of` as a scan of the entries, which the index must agree with.
+    fn scanned_id_of(map: &ExtensionMap, e: &Extension) -> Option<u8> {
+        map.iter().find(|(_, x)| *x == e).map(|(id, _)| id)
+    }
+
+    fn all_known() -> Vec<Extension> {
+        use Extension::*;
+        vec![
+            AbsoluteSendTime,
+            AbsoluteCaptureTime,
+            AudioLevel,
+            TransmissionTimeOffset,
+            VideoOrientation,
+            TransportSequenceNumber,
+            PlayoutDelay,
+            VideoContentType,
+            VideoTiming,
+            RtpStreamId,
+            RepairedRtpStreamId,
+            RtpMid,
+            FrameMarking,
+            ColorSpace,
+        ]
+    }
+
+    fn assert_index_agrees(map: &ExtensionMap) {
+        for e in all_known() {
+            assert_eq!(map.id_of(e.clone()), scanned_id_of(map, &e), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn id_of_follows_set_remap_and_clear() {
+        use Extension::*;
+        let known = all_known();
+        assert_eq!(known.len(), KNOWN_EXTENSIONS);
+        let mut places: Vec<usize> = known.iter().filter_map(|e| e.known_index()).collect();
+        places.sort();
+        assert_eq!(places, (0..KNOWN_EXTENSIONS).collect::<Vec<_>>());
+
+        let mut map = ExtensionMap::standard();
+        assert_index_agrees(&map);
+        assert_eq!(map.id_of(TransportSequenceNumber), Some(3));
+        assert_eq!(map.id_of(ColorSpace), None);
+
+        // Mapped twice: the lowest id, as a scan finds it.
+        map.set(9, AbsoluteSendTime);
+        assert_eq!(map.id_of(AbsoluteSendTime), Some(2));
+        map.set(2, ColorSpace);
+        assert_eq!(map.id_of(AbsoluteSendTime), Some(9));
+        assert_index_agrees(&map);
+
+        let mut remote = ExtensionMap::empty();
+        remote.set(14, TransportSequenceNumber);
+        remote.set(12, RtpMid);
+        map.remap(&remote.iter().collect::<Vec<_>>());
+        assert_eq!(map.id_of(TransportSequenceNumber), Some(14));
+        assert_eq!(map.id_of(RtpMid), Some(12));
+        assert_index_agrees(&map);
+
+        let uri = UnknownUri("urn:example".into(), Arc::new(SdpUnknownUri));
+        map.set(7, uri.clone());
+        assert_eq!(map.id_of(uri), Some(7));
+
+        map.clear();
+        assert_index_agrees(&map);
+        assert_eq!(map.id_of(TransportSequenceNumber), None);
     }
 
     #[test]
