@@ -45,12 +45,16 @@ fn measured_forwarding(client: &mut Router, server: &mut Router, now: &mut Insta
         while let Some(d) = client.poll_transmit() {
             server.handle_datagram(*now, d.source, d.destination, &d.contents);
         }
+        // Sent, as the media thread does: the buffers go back to str0m.
         while let Some(d) = server.poll_transmit() {
             sent += d.contents.len() as u64 / 1_000_000; // keep the datagram "used"
+            str0m::net::recycle_send_buffer(d.contents);
         }
         *now += Duration::from_millis(5);
         server.handle_timeout(*now);
-        while server.poll_transmit().is_some() {}
+        while let Some(d) = server.poll_transmit() {
+            str0m::net::recycle_send_buffer(d.contents);
+        }
         spent += t.elapsed();
         client.handle_timeout(*now);
     }

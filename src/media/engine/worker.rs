@@ -168,13 +168,12 @@ impl Worker {
         self.pass_on();
         let mut batch = std::mem::take(&mut self.batch);
         loop {
-            batch.clear();
             // A run of datagrams from one local address goes out together (see `udp`).
             while batch.len() < SEND_BATCH {
                 let Some(d) = self.router.poll_transmit() else { break };
                 if batch.first().is_some_and(|f: &Datagram| f.source != d.source) {
                     self.send_batch(&batch).await;
-                    batch.clear();
+                    recycle(&mut batch);
                 }
                 batch.push(d);
             }
@@ -182,6 +181,7 @@ impl Worker {
                 break;
             }
             self.send_batch(&batch).await;
+            recycle(&mut batch);
         }
         self.batch = batch;
         self.pass_on();
@@ -239,5 +239,13 @@ impl Worker {
         let Some(first) = batch.first() else { return };
         let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == first.source) else { return };
         self.sender.send(socket, batch).await;
+    }
+}
+
+/// Sent: str0m assembles later packets on this thread in their buffers (saving an
+/// allocation and a free of ~1 kB per packet).
+fn recycle(batch: &mut Vec<Datagram>) {
+    for d in batch.drain(..) {
+        str0m::net::recycle_send_buffer(d.contents);
     }
 }

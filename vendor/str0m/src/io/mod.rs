@@ -28,6 +28,10 @@ pub const MAX_DTLS_OVERHEAD: usize = 48;
 
 mod error;
 pub use self::error::NetError;
+
+mod send_buffers;
+pub(crate) use self::send_buffers::send_buffer;
+pub use self::send_buffers::recycle_send_buffer;
 #[allow(unused_imports)]
 pub use self::error::StunError;
 

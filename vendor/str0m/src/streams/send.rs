@@ -734,7 +734,7 @@ impl StreamTx {
         let (packet, body_len) = match next.kind {
             NextPacketKind::Regular | NextPacketKind::Resend(_) => {
                 let payload_len = pkt.payload.len();
-                let mut packet = Vec::with_capacity(header_len + 2 + payload_len + SRTP_OVERHEAD);
+                let mut packet = crate::io::send_buffer(header_len + 2 + payload_len + SRTP_OVERHEAD);
                 packet.extend_from_slice(&buf[..header_len]);
 
                 // For resends, the original seq_no is inserted before the payload.
@@ -770,7 +770,7 @@ impl StreamTx {
                     return None;
                 }
 
-                let mut packet = Vec::with_capacity(header_len + len + SRTP_OVERHEAD);
+                let mut packet = crate::io::send_buffer(header_len + len + SRTP_OVERHEAD);
                 packet.extend_from_slice(&buf[..header_len + len]);
                 (packet, len)
             }
