@@ -392,7 +392,7 @@ async fn a_hung_remote_fails_its_relay_within_the_bound_and_the_relay_heals() {
         }
     }
     let stopped = Resume(s2.pid());
-    unsafe { libc::kill(s2.pid() as i32, libc::SIGSTOP) };
+    assert!(hopcast::testkit::process::stop_process(s2.pid()), "server 2 did not stop");
     let started = Instant::now();
     eventually("the relay reports the hung remote", || status(&s1).as_deref() == Some("FAILED")).await;
     let took = started.elapsed();

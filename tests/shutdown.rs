@@ -101,8 +101,14 @@ async fn a_hung_remote_cannot_hold_the_exit_and_a_second_signal_ends_it() {
         let (_source, _session, _published) = publish_source(&s1, &cm.media, "cam").await;
         let push = format!(r#"{{"uri":"{}","localStreamName":"cam","remoteStreamName":"far"}}"#, s2.ws_url());
         assert_eq!(rest(&s1, "pull/push", &push).0, 200);
-        // SAFETY: kill(2) on the child process this test started.
-        unsafe { libc::kill(s2.pid() as i32, libc::SIGSTOP) };
+        // Hang it once the push publishes there: a relay still connecting has nothing to
+        // wait for.
+        eventually("the push publishing on server 2", || {
+            let (code, body) = rest(&s2, "stream/find", r#"{"name":"far","published":true}"#);
+            code == 200 && body[0]["status"] == "PUBLISHING"
+        })
+        .await;
+        assert!(hopcast::testkit::process::stop_process(s2.pid()), "server 2 did not stop");
         let asked = Instant::now();
         let status = if second_signal {
             unsafe { libc::kill(s1.pid() as i32, libc::SIGTERM) };

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Flags that let the OS pick every port.
 pub const ANY_PORTS: [&str; 10] =
@@ -202,6 +202,31 @@ fn thread_schedstats(pid: u32) -> Vec<(String, [u64; 3])> {
             Some((name, [fields.next()??, fields.next()??, fields.next()??]))
         })
         .collect()
+}
+
+/// SIGSTOP `pid` and wait until every one of its threads is stopped: the signal takes
+/// effect thread by thread, and on a loaded machine a thread can still answer a message
+/// a few milliseconds after `kill` returned (seen in tests/shutdown.rs). False if some
+/// thread is still running after 5 s.
+pub fn stop_process(pid: u32) -> bool {
+    // SAFETY: kill(2) with a valid signal; the caller names a process it started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().all(|task| {
+            // The state is the field after the ")" that ends the thread's name.
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next()) == Some("T")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stopped() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 /// A minimal HTTP/1.1 request to 127.0.0.1:`port`: (status, body); (0, error) on failure.
