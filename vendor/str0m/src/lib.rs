@@ -1631,6 +1631,16 @@ impl Rtc {
             }
 
             if !self.readiness.wants_events() {
+                // Nothing but packets written through the direct API since the pipeline
+                // was drained: only the session has output, so the event sources (ICE,
+                // DTLS, SCTP, channels, the streams' events, statistics) are not asked
+                // again for every packet sent (hopcast patch 15).
+                if self.readiness.wants_transmit() {
+                    if let Some(t) = self.poll_session_transmit() {
+                        return Ok(Output::Transmit(t));
+                    }
+                    self.readiness.clear_transmit();
+                }
                 return Ok(Output::Timeout(self.poll_timeout()));
             }
 
@@ -1896,6 +1906,18 @@ impl Rtc {
 
             return Ok(Output::Timeout(self.poll_timeout()));
         }
+    }
+
+    /// The session's next datagram, once ICE has a pair to send it on.
+    fn poll_session_transmit(&mut self) -> Option<net::Transmit> {
+        let send = self.send_addr.as_ref()?;
+        let contents = self.session.poll_datagram(self.last_now)?;
+        Some(net::Transmit {
+            proto: send.proto,
+            source: send.source,
+            destination: send.destination,
+            contents,
+        })
     }
 
     // Called only after the output pipeline has drained.

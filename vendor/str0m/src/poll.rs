@@ -155,6 +155,9 @@ pub(crate) struct Readiness {
     // `Rtc::release_written`): a recompute is still due, but stamping those queues
     // can stand in for it.
     written: bool,
+    // Only send queues were written since the event pipeline was drained: the session
+    // has datagrams to send, and no other part of the tree has anything new.
+    transmit: bool,
 }
 
 impl Readiness {
@@ -164,6 +167,7 @@ impl Readiness {
             events: true,
             timeout: true,
             written: false,
+            transmit: false,
         }
     }
 
@@ -180,11 +184,21 @@ impl Readiness {
         self.timeout
     }
 
-    /// Packets were written to a send queue: events to walk, a timeout to recompute
+    /// Packets were written to a send queue: datagrams to send, a timeout to recompute
     /// unless `Rtc::release_written` stamps the queues instead.
     pub(crate) fn mark_written(&mut self) {
-        self.events = true;
+        self.transmit = true;
         self.written = true;
+    }
+
+    /// Whether the session may have datagrams while nothing else has output.
+    pub(crate) fn wants_transmit(&self) -> bool {
+        self.transmit
+    }
+
+    /// The session's datagrams are sent.
+    pub(crate) fn clear_transmit(&mut self) {
+        self.transmit = false;
     }
 
     /// The written queues were stamped and the timeout brought up to date with them.
@@ -194,6 +208,7 @@ impl Readiness {
 
     pub(crate) fn clear_events(&mut self) {
         self.events = false;
+        self.transmit = false;
     }
 
     pub(crate) fn clear_timeout(&mut self) {
@@ -252,6 +267,7 @@ impl Readiness {
             events: false,
             timeout: false,
             written: false,
+            transmit: false,
         }
     }
 }
@@ -384,7 +400,8 @@ mod tests {
         rtc.cached_timeout = sentinel;
 
         assert!(write(&mut rtc, pt, 1, now));
-        assert!(rtc.readiness.wants_events());
+        assert!(!rtc.readiness.wants_events(), "no event source moved");
+        assert!(rtc.readiness.wants_transmit());
         assert!(rtc.readiness.wants_timeout(), "a plain poll still recomputes");
         assert!(!rtc.readiness.wants_full_timeout());
 
@@ -392,13 +409,39 @@ mod tests {
         rtc.release_written(later).unwrap();
         assert_eq!(rtc.cached_timeout, sentinel, "no timer asked again");
         assert!(!rtc.readiness.wants_timeout());
-        assert!(rtc.readiness.wants_events());
+        assert!(rtc.readiness.wants_transmit());
         // (No ICE here, so no `Output::Transmit`: the session's datagram shows it.)
         assert!(
             rtc.session.poll_datagram(later).is_some(),
             "the written packet is released"
         );
         assert_eq!(rtc.poll_timeout(), sentinel);
+    }
+
+    #[test]
+    fn written_packets_leave_without_walking_the_event_sources() {
+        let now = Instant::now();
+        let (mut rtc, pt) = idle_sender(now);
+        // As if ICE had nominated a pair.
+        rtc.send_addr = Some(crate::SendAddr {
+            proto: crate::net::Protocol::Udp,
+            source: "127.0.0.1:1000".parse().unwrap(),
+            destination: "127.0.0.1:2000".parse().unwrap(),
+        });
+        let sentinel = now + std::time::Duration::from_secs(3600);
+        rtc.cached_timeout = sentinel;
+        assert!(!rtc.readiness.wants_events());
+
+        assert!(write(&mut rtc, pt, 1, now));
+        assert!(write(&mut rtc, pt, 2, now));
+        let later = now + std::time::Duration::from_millis(5);
+        rtc.release_written(later).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(rtc.poll_output().unwrap(), Output::Transmit(_)));
+            assert!(!rtc.readiness.wants_events(), "the fast path was taken");
+        }
+        assert!(matches!(rtc.poll_output().unwrap(), Output::Timeout(at) if at == sentinel));
+        assert!(!rtc.readiness.wants_transmit());
     }
 
     #[test]
@@ -426,6 +469,7 @@ mod tests {
         let rtp = crate::streams::RtpWrite::new(pt, 1.into(), 90, now, vec![1u8; 100]);
         assert!(!rtc.direct_api().write_rtp_by_mid("aud".into(), None, rtp));
         assert!(!rtc.readiness.wants_events());
+        assert!(!rtc.readiness.wants_transmit());
         assert!(!rtc.readiness.wants_timeout());
     }
 
@@ -433,7 +477,12 @@ mod tests {
     fn narrowing_preserves_other_operations() {
         for events in [false, true] {
             for timeout in [false, true] {
-                let mut readiness = Readiness { events, timeout, written: false };
+                let mut readiness = Readiness {
+                    events,
+                    timeout,
+                    written: false,
+                    transmit: false,
+                };
                 {
                     let mut wake = readiness.wake();
                     wake.no_events();
