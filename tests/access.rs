@@ -29,6 +29,8 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Backend {
     calls: Mutex<Vec<(String, Value)>>,
     delay_ms: AtomicU64,
+    /// Extra time the status events take to be answered.
+    event_delay_ms: AtomicU64,
 }
 
 async fn hook(
@@ -37,7 +39,10 @@ async fn hook(
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     backend.calls.lock().unwrap().push((method.clone(), body.clone()));
-    let delay = backend.delay_ms.load(Ordering::Relaxed);
+    let mut delay = backend.delay_ms.load(Ordering::Relaxed);
+    if method.ends_with("Event") {
+        delay += backend.event_delay_ms.load(Ordering::Relaxed);
+    }
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -364,6 +369,21 @@ async fn a_client_closing_its_media_before_its_request_has_stopped() {
             "StreamStatusEvent UNPUBLISHED"
         ]
     );
+}
+
+/// The backend answers status events slowly, so a new session's ESTABLISHED waits in
+/// the queue behind an earlier session's: its publishStream must still come after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_hook_never_overtakes_the_sessions_connection_event() {
+    let (backend, addr) = Backend::start().await;
+    backend.event_delay_ms.store(300, Ordering::Relaxed);
+    let server = hooked(addr, &[]);
+    let ClientMedia { media, .. } = client_media();
+    let _earlier = connect_with(&server, "good").await.unwrap();
+    let (session, refused) = publish(&server, &media, "prompt").await;
+    assert_eq!(refused, None);
+    let calls: Vec<String> = backend.calls_of(&session.session_id).iter().map(|(m, _)| m.clone()).collect();
+    assert_eq!(calls[..3], ["connect", "ConnectionStatusEvent", "publishStream"], "{calls:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,9 @@
 //!
 //! `/unPublishStream`, `/stopStream`, `/ConnectionStatusEvent` and `/StreamStatusEvent`
 //! are notifications: one task sends them in the order they happened, and media never
-//! waits for them (a full queue drops, counted). The server's own sessions (relay
+//! waits for them (a full queue drops, counted). A `publishStream` or `playStream`
+//! request waits (at most the hook timeout) for the notifications queued before it, so
+//! the backend never hears of a stream before the session's ESTABLISHED. The server's own sessions (relay
 //! agents, cluster pulls) are not asked, and their events carry `"internal": true`.
 //!
 //! The backend is chosen by the client's `appKey` (`hooks.apps`, then `hooks.url`); an
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config;
 use crate::net::http_client::HttpClient;
@@ -52,8 +54,16 @@ pub struct Hooks {
     config: config::Hooks,
     client: HttpClient,
     node_id: String,
-    events: mpsc::Sender<(String, Value)>,
+    events: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
+}
+
+/// What the notification task takes, in order.
+enum Queued {
+    /// POST this body to this URL.
+    Notify(String, Value),
+    /// Say when everything queued before has been sent.
+    Mark(oneshot::Sender<()>),
 }
 
 impl Hooks {
@@ -89,6 +99,9 @@ impl Hooks {
         };
         let url = format!("{backend}/{}", hook.path());
         let body = serde_json::to_vec(&self.with_node(body, app_key)).expect("serializable");
+        if hook != Ask::Connect {
+            self.earlier_notifications_sent().await;
+        }
         match self.client.post_json(&url, body).await {
             Ok(answer) if (200..300).contains(&answer.status) => {
                 Ok(serde_json::from_slice::<Map<String, Value>>(&answer.body).unwrap_or_default())
@@ -105,10 +118,20 @@ impl Hooks {
         }
     }
 
+    /// Wait, at most the hook timeout, until the notifications queued so far are sent:
+    /// a request must not overtake what happened before it (the connection event the
+    /// client's publish follows at once). A full queue is not waited for.
+    async fn earlier_notifications_sent(&self) {
+        let (mark, sent) = oneshot::channel();
+        if self.events.try_send(Queued::Mark(mark)).is_ok() {
+            let _ = tokio::time::timeout(self.config.timeout, sent).await;
+        }
+    }
+
     /// Queue a notification (`/unPublishStream`, `/stopStream`, the status events).
     pub fn notify(&self, path: &'static str, app_key: &str, body: Map<String, Value>) {
         let Some(backend) = self.backend(app_key) else { return };
-        let item = (format!("{backend}/{path}"), self.with_node(body, app_key));
+        let item = Queued::Notify(format!("{backend}/{path}"), self.with_node(body, app_key));
         if self.events.try_send(item).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -134,8 +157,15 @@ impl Hooks {
 
 /// Send notifications one at a time, in order; a backend that is down costs each one
 /// its timeout, and the queue's bound keeps that from growing without end.
-async fn deliver(client: HttpClient, mut queue: mpsc::Receiver<(String, Value)>) {
-    while let Some((url, body)) = queue.recv().await {
+async fn deliver(client: HttpClient, mut queue: mpsc::Receiver<Queued>) {
+    while let Some(item) = queue.recv().await {
+        let (url, body) = match item {
+            Queued::Notify(url, body) => (url, body),
+            Queued::Mark(sent) => {
+                let _ = sent.send(());
+                continue;
+            }
+        };
         let body = serde_json::to_vec(&body).expect("serializable");
         match client.post_json(&url, body).await {
             Ok(answer) if (200..300).contains(&answer.status) => {}
