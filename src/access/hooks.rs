@@ -10,8 +10,9 @@
 //! are notifications: one task sends them in the order they happened, and media never
 //! waits for them (a full queue drops, counted). A `publishStream` or `playStream`
 //! request waits (at most the hook timeout) for the notifications queued before it, so
-//! the backend never hears of a stream before the session's ESTABLISHED. The server's own sessions (relay
-//! agents, cluster pulls) are not asked, and their events carry `"internal": true`.
+//! the backend never hears of a stream before the session's ESTABLISHED. The server's
+//! own sessions (relay agents, cluster pulls) are not asked, and their events carry
+//! `"internal": true`.
 //!
 //! The backend is chosen by the client's `appKey` (`hooks.apps`, then `hooks.url`); an
 //! appKey with no backend is refused.

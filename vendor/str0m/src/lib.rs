@@ -1882,19 +1882,10 @@ impl Rtc {
                 return Ok(Output::Transmit(v));
             }
 
-            if let Some(send) = &self.send_addr {
+            if self.send_addr.is_some() {
                 // These can only be sent after we got an ICE connection.
-                let datagram = None
-                    .or_else(|| self.dtls.poll_packet())
-                    .or_else(|| self.session.poll_datagram(self.last_now));
-
-                if let Some(contents) = datagram {
-                    let t = net::Transmit {
-                        proto: send.proto,
-                        source: send.source,
-                        destination: send.destination,
-                        contents,
-                    };
+                let dtls = self.dtls.poll_packet().and_then(|contents| self.to_peer(contents));
+                if let Some(t) = dtls.or_else(|| self.poll_session_transmit()) {
                     return Ok(Output::Transmit(t));
                 }
             } else {
@@ -1910,8 +1901,15 @@ impl Rtc {
 
     /// The session's next datagram, once ICE has a pair to send it on.
     fn poll_session_transmit(&mut self) -> Option<net::Transmit> {
-        let send = self.send_addr.as_ref()?;
+        // Checked first: a datagram taken from the session with nowhere to go is lost.
+        self.send_addr.as_ref()?;
         let contents = self.session.poll_datagram(self.last_now)?;
+        self.to_peer(contents)
+    }
+
+    /// `contents` addressed to the peer on ICE's nominated pair, if there is one.
+    fn to_peer(&self, contents: net::DatagramSend) -> Option<net::Transmit> {
+        let send = self.send_addr.as_ref()?;
         Some(net::Transmit {
             proto: send.proto,
             source: send.source,
