@@ -1271,32 +1271,34 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
-        let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
+        let keep_header = self.raw_packets.is_some();
+        let receipt = stream.poll_packet(now, exts, twcc, params, buf, keep_header)?;
 
         let PacketReceipt {
-            header,
+            ssrc,
+            sequence_number,
+            header_len,
+            raw_header,
             mut packet,
             seq_no,
             is_padding,
             payload_size,
         } = receipt;
 
-        trace!(payload_size, is_padding, "Poll RTP: {:?}", header);
-
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
             let kind = if is_padding { "padding" } else { "media" };
 
-            crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
+            crate::log_stat!("PACKET_SENT", ssrc, payload_size, kind);
         }
 
         self.pacer.register_send(now, payload_size.into(), midrid);
 
-        if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), packet.clone())));
+        if let (Some(raw_packets), Some(header)) = (&mut self.raw_packets, raw_header) {
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(*header, packet.clone())));
         }
 
-        srtp_tx.protect_rtp_in_place(&mut packet, &header, *seq_no);
+        srtp_tx.protect_rtp_in_place(&mut packet, header_len, ssrc, sequence_number, *seq_no);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
@@ -1313,7 +1315,7 @@ impl Session {
             bwe.on_media_sent(payload_size.into(), is_padding, now);
         }
 
-        if !is_padding && !header.ssrc.is_probe() {
+        if !is_padding && !ssrc.is_probe() {
             self.media_bytes_tx += payload_size as u64;
         }
 
@@ -1573,12 +1575,25 @@ impl Session {
 }
 
 pub struct PacketReceipt {
-    pub header: RtpHeader,
+    /// What sealing needs of the header that was written.
+    pub ssrc: Ssrc,
+    pub sequence_number: u16,
+    pub header_len: usize,
+    /// The whole header, only when raw packets are recorded (it is ~300 bytes).
+    pub raw_header: Option<Box<RtpHeader>>,
     /// The RTP packet, unprotected, with capacity for the SRTP tag.
     pub packet: Vec<u8>,
     pub seq_no: SeqNo,
     pub is_padding: bool,
     pub payload_size: usize,
+}
+
+#[cfg(test)]
+impl PacketReceipt {
+    /// The header written, for tests that poll with `keep_header`.
+    pub fn header(&self) -> &RtpHeader {
+        self.raw_header.as_deref().expect("polled with keep_header")
+    }
 }
 
 /// Find the PayloadParams for the given Pt, either when the Pt is the main Pt for the Codec or

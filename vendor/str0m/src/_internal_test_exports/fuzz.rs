@@ -32,7 +32,7 @@ pub fn rtx_buffer(data: &[u8]) {
     for d in &data[4..] {
         now += Duration::from_millis(*d as u64);
         if d % 2 == 0 {
-            buf.maybe_evict(now)
+            buf.maybe_evict(now, drop)
         } else {
             pos += *d as u64;
             buf.push(pos, now, d);

@@ -9,6 +9,7 @@ use crate::crypto::{CryptoProvider, Sha1HmacProvider, SrtpProvider};
 use crate::io::DATAGRAM_MAX_PACKET_SIZE;
 
 use super::header::RtpHeader;
+use super::Ssrc;
 
 // Common among various profiles(defined in RFC3711 Section 4.3)
 const LABEL_RTP_AES: u8 = 0;
@@ -352,25 +353,35 @@ impl SrtpContext {
     pub fn protect_rtp_in_place(
         &mut self,
         buf: &mut Vec<u8>,
-        header: &RtpHeader,
+        header_len: usize,
+        ssrc: Ssrc,
+        sequence_number: u16,
         srtp_index: u64, // same as ext_seq
     ) {
         let roc = (srtp_index >> 16) as u32;
-        let (aad, body) = buf.split_at_mut(header.header_len);
+        let (aad, body) = buf.split_at_mut(header_len);
         let tag = match &mut self.rtp {
             Derived::Aes128CmSha1_80 { .. } => None,
             Derived::AeadAes128Gcm { salt, enc, .. } => {
-                let iv = AeadAes128Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = AeadAes128Gcm::rtp_iv(*salt, *ssrc, roc, sequence_number);
                 Some(enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt"))
             }
             Derived::AeadAes256Gcm { salt, enc, .. } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, *header.ssrc, roc, header.sequence_number);
+                let iv = AeadAes256Gcm::rtp_iv(*salt, *ssrc, roc, sequence_number);
                 Some(enc.encrypt_in_place(&iv, aad, body).expect("rtp encrypt"))
             }
         };
         match tag {
             Some(tag) => buf.extend_from_slice(&tag),
-            None => *buf = self.protect_rtp(buf, header, srtp_index),
+            None => {
+                let header = RtpHeader {
+                    header_len,
+                    ssrc,
+                    sequence_number,
+                    ..Default::default()
+                };
+                *buf = self.protect_rtp(buf, &header, srtp_index);
+            }
         }
     }
 

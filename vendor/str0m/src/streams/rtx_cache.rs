@@ -10,15 +10,25 @@ use super::rtx_cache_buf::EvictingBuffer;
 const RTX_CACHE_SIZE_QUANTIZER: usize = 25;
 const RTX_CACHE_QUANTIZE_SLOTS: usize = DATAGRAM_MAX_PACKET_SIZE / RTX_CACHE_SIZE_QUANTIZER;
 
+/// How many boxes of evicted packets a cache keeps for the next packets written. One packet
+/// is evicted for each one cached once the cache is full, so a few cover a burst.
+const MAX_SPARE_PACKETS: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct RtxCache {
     // Data, new additions here probably need to be cleared in [`clear`].
-    packet_by_seq_no: EvictingBuffer<RtpPacket>,
+    packet_by_seq_no: EvictingBuffer<Box<RtpPacket>>,
 
     // Technically we want [Option<SeqNo>; X] to indicate the absence of
     // a SeqNo. However We can half the storage space by using the sentinel
     // values SeqNo::MAX to indicate None
     seq_no_by_quantized_size: [SeqNo; RTX_CACHE_QUANTIZE_SLOTS],
+
+    // Packets are boxed (an `RtpPacket` is over 400 bytes, and it moves from the send queue to
+    // here); the boxes of evicted packets are reused for the next packets written, so the
+    // allocator is not asked twice per packet. A spare still holds its old payload until it
+    // is reused: at most MAX_SPARE_PACKETS payloads held a little longer.
+    spare: Vec<Box<RtpPacket>>,
 }
 
 impl RtxCache {
@@ -26,16 +36,37 @@ impl RtxCache {
         Self {
             packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
+            spare: Vec::new(),
         }
     }
 
-    pub fn cache_sent_packet(&mut self, packet: RtpPacket, now: Instant) {
+    pub fn cache_sent_packet(&mut self, packet: Box<RtpPacket>, now: Instant) {
         assert!(packet.nackable);
         let seq_no = packet.seq_no;
         let quantized_size = packet.payload.len() / RTX_CACHE_SIZE_QUANTIZER;
-        self.packet_by_seq_no.push(*seq_no, now, packet);
+        if let Some(unkept) = self.packet_by_seq_no.push(*seq_no, now, packet) {
+            self.recycle(unkept);
+        }
         self.seq_no_by_quantized_size[quantized_size] = seq_no;
         self.remove_old_packets(now);
+    }
+
+    /// A packet written: in a recycled box when there is one.
+    pub fn boxed(&mut self, packet: RtpPacket) -> Box<RtpPacket> {
+        match self.spare.pop() {
+            Some(mut spare) => {
+                *spare = packet;
+                spare
+            }
+            None => Box::new(packet),
+        }
+    }
+
+    /// Keep a packet's box for [`RtxCache::boxed`] (a packet evicted, or one not cached).
+    pub fn recycle(&mut self, packet: Box<RtpPacket>) {
+        if self.spare.len() < MAX_SPARE_PACKETS {
+            self.spare.push(packet);
+        }
     }
 
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {
@@ -43,7 +74,7 @@ impl RtxCache {
     }
 
     pub fn get_cached_packet_by_seq_no(&mut self, seq_no: SeqNo) -> Option<&mut RtpPacket> {
-        self.packet_by_seq_no.get_mut(*seq_no)
+        self.packet_by_seq_no.get_mut(*seq_no).map(|p| &mut **p)
     }
 
     pub fn get_cached_packet_smaller_than(&mut self, max_size: usize) -> Option<&mut RtpPacket> {
@@ -59,7 +90,12 @@ impl RtxCache {
     }
 
     fn remove_old_packets(&mut self, now: Instant) {
-        self.packet_by_seq_no.maybe_evict(now);
+        let spare = &mut self.spare;
+        self.packet_by_seq_no.maybe_evict(now, |evicted| {
+            if spare.len() < MAX_SPARE_PACKETS {
+                spare.push(evicted);
+            }
+        });
     }
 
     pub(crate) fn last_packet(&self) -> Option<&[u8]> {
@@ -70,6 +106,7 @@ impl RtxCache {
     pub(crate) fn clear(&mut self) {
         self.packet_by_seq_no.clear();
         self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
+        self.spare.clear();
     }
 }
 
@@ -101,7 +138,7 @@ mod test {
     fn rtx_cache_0_sized() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(0, Duration::from_secs(3));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 1, 10)), after(now, 10));
         assert_eq!(
             Some(&mut packet(now, 1, 10)),
             rtx_cache.get_cached_packet_by_seq_no(1.into())
@@ -116,7 +153,7 @@ mod test {
     fn rtx_cache_0_duration() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(10, Duration::from_secs(0));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 1, 10)), after(now, 10));
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(1.into()));
         assert_eq!(None, rtx_cache.get_cached_packet_smaller_than(1000));
     }
@@ -125,7 +162,7 @@ mod test {
     fn rtx_cache_1_sized() {
         let now = Instant::now();
         let mut rtx_cache = RtxCache::new(1, Duration::from_secs(3));
-        rtx_cache.cache_sent_packet(packet(now, 1, 10), after(now, 10));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 1, 10)), after(now, 10));
         assert_eq!(
             Some(&mut packet(now, 1, 10)),
             rtx_cache.get_cached_packet_by_seq_no(1.into())
@@ -139,7 +176,7 @@ mod test {
             rtx_cache.get_cached_packet_smaller_than(25)
         );
         assert_eq!(None, rtx_cache.get_cached_packet_smaller_than(24));
-        rtx_cache.cache_sent_packet(packet(now, 2, 20), after(now, 20));
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 2, 20)), after(now, 20));
         assert_eq!(
             Some(&mut packet(now, 2, 20)),
             rtx_cache.get_cached_packet_by_seq_no(2.into())
@@ -155,7 +192,7 @@ mod test {
             let seq_no = 201 - i;
             let pkt = packet(now, seq_no, (201 - i) * 10);
             let now = after(now, i * 10);
-            rtx_cache.cache_sent_packet(pkt, now);
+            rtx_cache.cache_sent_packet(Box::new(pkt), now);
         }
 
         assert_eq!(
@@ -167,6 +204,24 @@ mod test {
     }
 
     #[test]
+    fn evicted_packets_boxes_are_reused_for_new_packets() {
+        let now = Instant::now();
+        let mut rtx_cache = RtxCache::new(400, Duration::from_secs(1));
+        let first = Box::new(packet(now, 1, 0));
+        let first_at: *const RtpPacket = &*first;
+        rtx_cache.cache_sent_packet(first, now);
+        // Two seconds on, caching another evicts the first: its box is kept.
+        rtx_cache.cache_sent_packet(Box::new(packet(now, 2, 2000)), after(now, 2000));
+        assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(1.into()));
+        let reused = rtx_cache.boxed(packet(now, 3, 2010));
+        assert_eq!(first_at, &*reused as *const RtpPacket, "the evicted box");
+        assert_eq!(*reused, packet(now, 3, 2010));
+        // With no spare left, a new box.
+        let fresh = rtx_cache.boxed(packet(now, 4, 2020));
+        assert_ne!(first_at, &*fresh as *const RtpPacket);
+    }
+
+    #[test]
     fn rtx_cache_eviction() {
         let now = Instant::now();
         // Cache can take all entries
@@ -175,7 +230,7 @@ mod test {
             let seq_no = i;
             let pkt = packet(now, seq_no, i * 10);
             let now = after(now, i * 10);
-            rtx_cache.cache_sent_packet(pkt, now);
+            rtx_cache.cache_sent_packet(Box::new(pkt), now);
         }
 
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(99.into()));

@@ -74,14 +74,16 @@ impl<T> EvictingBuffer<T> {
     /// Push a new entry.
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
-    pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
+    /// Returns the value that has no place in the buffer: the one pushed if it is not kept,
+    /// or the one it replaced (so the caller can reuse what it holds).
+    pub fn push(&mut self, position: u64, timestamp: Instant, value: T) -> Option<T> {
         if self.is_inert() {
-            return;
+            return Some(value);
         }
 
         if timestamp < self.last_timeout {
             // Value is already considered evicted.
-            return;
+            return Some(value);
         }
 
         let next_evict = if let Some(v) = self.next_evict {
@@ -94,7 +96,7 @@ impl<T> EvictingBuffer<T> {
 
         if position < next_evict {
             // Do not cache values preceding evict position.
-            return;
+            return Some(value);
         }
 
         let mut index = self.index_for_position(position);
@@ -111,11 +113,13 @@ impl<T> EvictingBuffer<T> {
         }
         self.last_position = Some(position);
 
-        self.buf[index] = Some(Entry {
-            position,
-            timestamp,
-            value,
-        });
+        self.buf[index]
+            .replace(Entry {
+                position,
+                timestamp,
+                value,
+            })
+            .map(|e| e.value)
     }
 
     /// Get the entry for the previously inserted position.
@@ -148,7 +152,8 @@ impl<T> EvictingBuffer<T> {
         None
     }
 
-    pub fn maybe_evict(&mut self, now: Instant) {
+    /// Evict entries older than the max age, handing each to `evicted`.
+    pub fn maybe_evict(&mut self, now: Instant, evicted: impl FnMut(T)) {
         if self.is_inert() {
             return;
         }
@@ -159,10 +164,10 @@ impl<T> EvictingBuffer<T> {
         }
         self.last_timeout = now;
 
-        self.evict(now);
+        self.evict(now, evicted);
     }
 
-    fn evict(&mut self, now: Instant) {
+    fn evict(&mut self, now: Instant, mut evicted: impl FnMut(T)) {
         let Some(start_position) = self.next_evict else {
             // Before first element been pushed.
             return;
@@ -191,7 +196,9 @@ impl<T> EvictingBuffer<T> {
 
             if age > self.max_age {
                 // Evict.
-                self.buf[index] = None;
+                if let Some(entry) = self.buf[index].take() {
+                    evicted(entry.value);
+                }
             } else {
                 // We assume entries are roughly in time order (some jumble is allowed).
                 // Once we reach an element we should not evict, stop.
@@ -278,6 +285,26 @@ mod test {
     }
 
     #[test]
+    fn values_without_a_place_are_handed_back() {
+        let mut buf = EvictingBuffer::new(2, Duration::from_secs(10), 2);
+        let now = Instant::now();
+
+        assert_eq!(buf.push(5, now, 'A'), None);
+        // Same position: the value replaced comes back.
+        assert_eq!(buf.push(5, now, 'B'), Some('A'));
+        // Before the evict position: not kept.
+        assert_eq!(buf.push(4, now, 'C'), Some('C'));
+        assert_eq!(buf.push(6, now + Duration::from_secs(1), 'D'), None);
+        // Full at its max size: overwrites the oldest, which comes back.
+        assert_eq!(buf.push(7, now + Duration::from_secs(2), 'E'), Some('B'));
+
+        let mut evicted = vec![];
+        buf.maybe_evict(now + Duration::from_secs(13), |v| evicted.push(v));
+        evicted.sort();
+        assert_eq!(evicted, ['D', 'E']);
+    }
+
+    #[test]
     fn push_over_capacity() {
         let mut buf = EvictingBuffer::new(2, Duration::from_secs(10), 10);
         let now = Instant::now();
@@ -315,12 +342,12 @@ mod test {
         buf.push(6, now + Duration::from_secs(1), 'B');
 
         // Nothing should go
-        buf.maybe_evict(now + Duration::from_secs(1));
+        buf.maybe_evict(now + Duration::from_secs(1), drop);
         assert_eq!(buf.get(5), Some(&'A'));
         assert_eq!(buf.get(6), Some(&'B'));
 
         // One entry gone.
-        buf.maybe_evict(now + Duration::from_secs(11));
+        buf.maybe_evict(now + Duration::from_secs(11), drop);
         assert_eq!(buf.get(5), None);
         assert_eq!(buf.get(6), Some(&'B'));
     }
@@ -336,7 +363,7 @@ mod test {
         buf.push(8, now + Duration::from_secs(3), 'D');
 
         // Should evict A and C
-        buf.maybe_evict(now + Duration::from_secs(13));
+        buf.maybe_evict(now + Duration::from_secs(13), drop);
 
         assert_eq!(buf.get(5), None);
         assert_eq!(buf.get(7), None);
@@ -352,7 +379,7 @@ mod test {
         buf.push(6, now + Duration::from_secs(1), 'B');
 
         // Should evict A and B
-        buf.maybe_evict(now + Duration::from_secs(12));
+        buf.maybe_evict(now + Duration::from_secs(12), drop);
 
         assert_eq!(buf.get(5), None);
         assert_eq!(buf.get(6), None);

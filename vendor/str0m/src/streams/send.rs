@@ -162,7 +162,8 @@ pub struct StreamTx {
     /// Stats are use to calculate the rtx ratio also when statistics events are disabled.
     stats: StreamTxStats,
 
-    // downsampled rtx ratio (value, last calculation)
+    // downsampled rtx ratio (value, when to calculate it again): asked for every packet
+    // polled, so a comparison, not clock arithmetic, tells whether it is still fresh.
     rtx_ratio: (f32, Instant),
 
     // The _main_ PT to use for padding. This is main PT, since the poll_packet() loop
@@ -552,6 +553,7 @@ impl StreamTx {
             last_sender_info: None,
         };
 
+        let packet = self.rtx_cache.boxed(packet);
         self.send_queue.push(packet);
     }
 
@@ -566,6 +568,7 @@ impl StreamTx {
         twcc: Option<&mut u64>,
         params: &[PayloadParams],
         buf: &mut Vec<u8>,
+        keep_header: bool,
     ) -> Option<PacketReceipt> {
         let mid = self.midrid.mid();
         let rid = self.midrid.rid();
@@ -629,7 +632,11 @@ impl StreamTx {
         let mut set_pt_for_padding = None;
         let mut set_cr = None;
 
-        let mut header = match next.kind {
+        // A regular packet's header is written from the queued packet itself (which is
+        // then cached as it was sent); resends and padding change a copy. An `RtpHeader`
+        // is close to 300 bytes, and this runs per packet per peer.
+        let mut modified;
+        let header: &mut RtpHeader = match next.kind {
             NextPacketKind::Regular => {
                 // A RED-wrapped packet (pt_main is the RED PT) must not be nackable: an RTX
                 // resend carries the RTX PT with the primary codec's apt, so the peer would
@@ -664,12 +671,13 @@ impl StreamTx {
                 // Modify the original (and also cached) header value.
                 header_ref.ext_vals.rid_repair = None;
 
-                header_ref.clone()
+                header_ref
             }
             NextPacketKind::Blank(_) if is_probe => {
                 // Non-media probes use their negotiated main PT and own sequence
                 // counter, rather than rewriting the header for an RTX stream.
-                let mut header = header_ref.clone();
+                modified = header_ref.clone();
+                let header = &mut modified;
                 header.has_padding = true;
                 header.ssrc = 0.into();
                 header.sequence_number = *next.seq_no as u16;
@@ -685,7 +693,8 @@ impl StreamTx {
                 let pt_rtx = param.resend().expect("PT for resend or blank");
 
                 // Clone header to not change the original (cached) header.
-                let mut header = header_ref.clone();
+                modified = header_ref.clone();
+                let header = &mut modified;
 
                 // Update clone of header (to not change the cached value).
                 header.payload_type = pt_rtx;
@@ -726,6 +735,11 @@ impl StreamTx {
         let header_len = header.write_to(buf, exts);
         assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
         header.header_len = header_len;
+
+        trace!(is_padding, "Poll RTP: {:?}", header);
+        let ssrc = header.ssrc;
+        let sequence_number = header.sequence_number;
+        let raw_header = keep_header.then(|| Box::new(header.clone()));
 
         let pkt = &next.pkt;
 
@@ -821,11 +835,16 @@ impl StreamTx {
                 .expect("head of send_queue to be there");
             if pkt.nackable {
                 self.rtx_cache.cache_sent_packet(pkt, now);
+            } else {
+                self.rtx_cache.recycle(pkt);
             }
         }
 
         Some(PacketReceipt {
-            header,
+            ssrc,
+            sequence_number,
+            header_len,
+            raw_header,
             packet,
             seq_no,
             is_padding,
@@ -843,8 +862,8 @@ impl StreamTx {
             "rtx_ratio_cap must be enabled"
         );
 
-        let (value, ts) = self.rtx_ratio;
-        if now - ts < Duration::from_millis(50) {
+        let (value, fresh_until) = self.rtx_ratio;
+        if now < fresh_until {
             // not worth re-evaluating, return the old value
             return value;
         }
@@ -865,7 +884,7 @@ impl StreamTx {
         let bytes_retransmitted = self.stats.bytes_retransmitted.as_mut().unwrap().sum();
         let ratio = bytes_retransmitted as f32 / (bytes_retransmitted + bytes_transmitted) as f32;
         let ratio = if ratio.is_finite() { ratio } else { 0_f32 };
-        self.rtx_ratio = (ratio, now);
+        self.rtx_ratio = (ratio, now + Duration::from_millis(50));
         ratio
     }
 
@@ -1445,10 +1464,10 @@ mod test {
             let mut twcc = 42;
             let mut buf = vec![];
             let receipt = stream
-                .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+                .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf, true)
                 .unwrap();
             assert_eq!(
-                receipt.header.ext_vals.abs_send_time,
+                receipt.header().ext_vals.abs_send_time,
                 negotiated.then_some(now)
             );
             let header = RtpHeader::parse(&receipt.packet, &exts).unwrap();
@@ -1475,7 +1494,7 @@ mod test {
             stream.send_queue.handle_timeout(now);
             if i >= 5 {
                 stream
-                    .poll_packet(now, &exts, None, codecs.params(), &mut buf)
+                    .poll_packet(now, &exts, None, codecs.params(), &mut buf, true)
                     .expect("a queued packet to send");
             }
         }
@@ -1497,25 +1516,25 @@ mod test {
         let exts = ExtensionMap::standard();
         sender.generate_padding(241);
         let first = sender
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf, true)
             .unwrap();
         assert_eq!(first.payload_size, 240);
-        assert!(first.header.has_padding);
-        assert_eq!(first.header.ext_vals.abs_send_time, Some(now));
+        assert!(first.header().has_padding);
+        assert_eq!(first.header().ext_vals.abs_send_time, Some(now));
         assert_eq!(*first.seq_no, 65_535);
         let second = sender
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf, true)
             .unwrap();
         assert_eq!(*second.seq_no, 65_536);
-        assert_eq!(second.header.sequence_number, 0);
-        assert_eq!(second.header.ext_vals.transport_cc, Some(0));
+        assert_eq!(second.header().sequence_number, 0);
+        assert_eq!(second.header().ext_vals.transport_cc, Some(0));
         assert_eq!(second.payload_size, SRTP_BLOCK_SIZE);
         assert_eq!(
             second.packet.len(),
-            second.header.header_len + second.payload_size
+            second.header().header_len + second.payload_size
         );
         assert!(
-            RtpHeader::unpad_payload(&second.packet[second.header.header_len..])
+            RtpHeader::unpad_payload(&second.packet[second.header().header_len..])
                 .unwrap()
                 .is_empty()
         );
@@ -1540,9 +1559,9 @@ mod test {
         let stream = streams.stream_tx_by_midrid(queue).unwrap();
         stream.generate_padding(480);
         let first = stream
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf, true)
             .unwrap();
-        assert_eq!(first.header.ext_vals.mid, Some("aud".into()));
+        assert_eq!(first.header().ext_vals.mid, Some("aud".into()));
 
         // Ending a cluster must drop any unsent padding and remove its source
         // from selection, without resetting the SRTP index for the next cluster.
@@ -1554,17 +1573,17 @@ mod test {
         let stream = streams.stream_tx_by_midrid(queue).unwrap();
         assert!(
             stream
-                .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+                .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf, true)
                 .is_none()
         );
         stream.generate_padding(240);
         let second = stream
-            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf)
+            .poll_packet(now, &exts, Some(&mut twcc), codecs.params(), &mut buf, true)
             .unwrap();
         assert_eq!(*second.seq_no, *first.seq_no + 1);
-        assert_eq!(second.header.ext_vals.transport_cc, Some(1));
-        assert_eq!(second.header.ext_vals.mid, Some("vid".into()));
-        assert_eq!(second.header.payload_type, 96.into());
+        assert_eq!(second.header().ext_vals.transport_cc, Some(1));
+        assert_eq!(second.header().ext_vals.mid, Some("vid".into()));
+        assert_eq!(second.header().payload_type, 96.into());
     }
 
     #[test]

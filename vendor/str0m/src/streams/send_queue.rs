@@ -8,7 +8,9 @@ use super::RtpPacket;
 
 #[derive(Debug)]
 pub(crate) struct SendQueue {
-    queue: VecDeque<RtpPacket>,
+    // Boxed: a packet moves from here to the RTX cache, and whole `RtpPacket`s (over
+    // 400 bytes) were copied several times on the way, once per packet per consumer.
+    queue: VecDeque<Box<RtpPacket>>,
     total: TotalQueue,
     last_emitted: Option<Instant>,
 }
@@ -22,7 +24,7 @@ impl SendQueue {
         }
     }
 
-    pub fn push(&mut self, mut packet: RtpPacket) {
+    pub fn push(&mut self, mut packet: Box<RtpPacket>) {
         // Every incoming packet must be timestamped withe a handle_timeout.
         // This sentinel value indicates it is needed.
         packet.timestamp = not_happening();
@@ -64,7 +66,7 @@ impl SendQueue {
         }
     }
 
-    pub fn pop(&mut self, now: Instant) -> Option<RtpPacket> {
+    pub fn pop(&mut self, now: Instant) -> Option<Box<RtpPacket>> {
         // Don't release packets without a timestamp.
         self.peek()?;
 
@@ -75,7 +77,13 @@ impl SendQueue {
         // Must be timestamped
         assert!(packet.timestamp != not_happening());
 
-        let queue_time = now - packet.timestamp;
+        // Sent in the same instant it was stamped (an SFU forwarding as it receives): no
+        // queue time, and no clock arithmetic to find that out.
+        let queue_time = if packet.timestamp == now {
+            Duration::ZERO
+        } else {
+            now - packet.timestamp
+        };
         self.total.decrease(now, packet.payload.len(), queue_time);
         self.last_emitted = Some(now);
 
@@ -87,7 +95,7 @@ impl SendQueue {
     }
 
     pub fn last(&self) -> Option<&RtpPacket> {
-        self.queue.back()
+        self.queue.back().map(|p| &**p)
     }
 
     pub(crate) fn snapshot(&mut self, now: Instant) -> QueueSnapshot {
@@ -168,6 +176,10 @@ impl TotalQueue {
     fn move_time_forward(&mut self, now: Instant) {
         if let Some(last) = self.last {
             assert!(self.unsent_count > 0);
+            if last == now {
+                // Several calls per packet share an instant: nothing to add.
+                return;
+            }
             let from_last = now - last;
             self.queue_time += from_last * (self.unsent_count as u32);
             self.last = Some(now);
@@ -216,7 +228,7 @@ mod test {
     fn peek_pop_no_timestamp() {
         let mut queue = SendQueue::new();
 
-        queue.push(RtpPacket {
+        queue.push(Box::new(RtpPacket {
             seq_no: 0.into(),
             time: MediaTime::from_90khz(10),
             header: RtpHeader::default(),
@@ -225,7 +237,7 @@ mod test {
             timestamp: Instant::now(),
             last_sender_info: None,
             nackable: true,
-        });
+        }));
 
         assert!(queue.peek().is_none());
         assert!(queue.pop(Instant::now()).is_none());
@@ -252,7 +264,7 @@ mod test {
 
         let start = Instant::now();
 
-        queue.push(RtpPacket {
+        queue.push(Box::new(RtpPacket {
             seq_no: 0.into(),
             time: MediaTime::from_90khz(10),
             header: RtpHeader::default(),
@@ -261,7 +273,7 @@ mod test {
             timestamp: start,
             last_sender_info: None,
             nackable: true,
-        });
+        }));
 
         queue.handle_timeout(start);
 
@@ -290,7 +302,7 @@ mod test {
         let mut queue = SendQueue::new();
         let start = Instant::now();
 
-        queue.push(RtpPacket {
+        queue.push(Box::new(RtpPacket {
             seq_no: 0.into(),
             time: MediaTime::from_90khz(10),
             header: RtpHeader::default(),
@@ -299,8 +311,8 @@ mod test {
             timestamp: start,
             last_sender_info: None,
             nackable: true,
-        });
-        queue.push(RtpPacket {
+        }));
+        queue.push(Box::new(RtpPacket {
             seq_no: 1.into(),
             time: MediaTime::from_90khz(20),
             header: RtpHeader::default(),
@@ -309,8 +321,8 @@ mod test {
             timestamp: start,
             last_sender_info: None,
             nackable: true,
-        });
-        queue.push(RtpPacket {
+        }));
+        queue.push(Box::new(RtpPacket {
             seq_no: 2.into(),
             time: MediaTime::from_90khz(20),
             header: RtpHeader::default(),
@@ -319,7 +331,7 @@ mod test {
             timestamp: start,
             last_sender_info: None,
             nackable: true,
-        });
+        }));
 
         assert!(
             queue.queue.iter().all(|q| q.timestamp == not_happening()),
