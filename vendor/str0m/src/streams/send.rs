@@ -1047,12 +1047,14 @@ impl StreamTx {
         use RtcpFb::*;
         match fb {
             ReceptionReport(r) => {
-                if let Some(rtx_ssrc) = self.rtx {
-                    if rtx_ssrc == r.ssrc {
-                        // Receiver has bound MidRid to RTX SSRC
-                        self.remote_acked_rtx_ssrc = true;
-                    }
-                } else if r.ssrc == self.ssrc {
+                // Each SSRC on its own: with RTX configured, a report on the main SSRC
+                // was never taken as its ack, so mid (and rid) went out on every packet
+                // for the stream's whole life (hopcast patch 17).
+                if self.rtx == Some(r.ssrc) {
+                    // Receiver has bound MidRid to RTX SSRC
+                    self.remote_acked_rtx_ssrc = true;
+                }
+                if r.ssrc == self.ssrc {
                     // Receiver has bound MidRid to SSRC
                     self.remote_acked_ssrc = true;
                 }
@@ -1445,6 +1447,30 @@ mod test {
             .collect();
         assert_eq!(queues.len(), 1);
         assert!(queues[0].use_for_padding);
+    }
+
+    #[test]
+    fn a_report_on_the_main_ssrc_acks_it_when_rtx_is_configured() {
+        let now = Instant::now();
+        let mut streams = crate::streams::Streams::new(false, 1200, Duration::from_millis(1500));
+        let stream =
+            streams.declare_stream_tx(42.into(), Some(44.into()), MidRid("vid".into(), None));
+        let report = |ssrc: u32| {
+            RtcpFb::ReceptionReport(crate::rtp_::ReceptionReport {
+                ssrc: ssrc.into(),
+                fraction_lost: 0,
+                packets_lost: 0,
+                max_seq: 0,
+                jitter: 0,
+                last_sr_time: 0,
+                last_sr_delay: 0,
+            })
+        };
+        stream.handle_rtcp(now, report(42));
+        assert!(stream.remote_acked_ssrc, "main SSRC bound: mid no longer sent on it");
+        assert!(!stream.remote_acked_rtx_ssrc, "RTX SSRC not reported on yet");
+        stream.handle_rtcp(now, report(44));
+        assert!(stream.remote_acked_rtx_ssrc);
     }
 
     #[test]
