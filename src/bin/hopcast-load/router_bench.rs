@@ -4,9 +4,14 @@
 //! is counted and dropped, so the figure is hopcast + str0m user-space cost per
 //! forwarded packet, without the kernel. Deterministic enough for callgrind:
 //!
-//!   valgrind --tool=callgrind --toggle-collect='*measured_forwarding*' \
-//!       target/release/hopcast-load router --players 100 --packets 2000
+//!   valgrind --tool=callgrind --toggle-collect='*measured_server_round*' \
+//!       target/release/hopcast-load router --players 20 --packets 500 --warmup 800
+//!
+//! counts the server alone in a steady state; `--toggle-collect='*measured_forwarding*'`
+//! without `--warmup` is the older figure (the publisher's side included, RTX caches
+//! still filling).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hopcast::media::router::{Role, Router, SourcePacket};
@@ -29,32 +34,68 @@ fn packet(kind: MediaKind, seq: u64, now: Instant) -> SourcePacket {
     stamped_packet(kind, seq, if kind == MediaKind::Video { 1100 } else { 120 }, now)
 }
 
-/// (forwarded packets, time spent in the server router).
+/// A datagram on its way from the client router to the server router.
+type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// The publisher's side of one round (not the server's work): a video packet, an audio
+/// packet every other round, sealed by the client router.
 #[inline(never)]
-fn measured_forwarding(client: &mut Router, server: &mut Router, now: &mut Instant, packets: u64) -> (u64, Duration) {
+fn client_sends(client: &mut Router, seq: u64, now: Instant, out: &mut Vec<Datagram>) {
+    // 110 packets/s in: a video packet every round, an audio packet every other.
+    client.inject(1, &packet(MediaKind::Video, 10_000 + seq, now), now);
+    if seq % 2 == 0 {
+        client.inject(1, &packet(MediaKind::Audio, 10_000 + seq, now), now);
+    }
+    while let Some(d) = client.poll_transmit() {
+        out.push((d.source, d.destination, d.contents));
+    }
+}
+
+/// The server's side of one round: receive, forward, send (to nowhere), and the timer.
+fn server_forwards(server: &mut Router, datagrams: &mut Vec<Datagram>, now: &mut Instant) -> u64 {
+    let mut sent = 0u64;
+    for (source, destination, contents) in datagrams.drain(..) {
+        server.handle_datagram(*now, source, destination, &contents);
+    }
+    // Sent, as the media thread does: the buffers go back to str0m.
+    while let Some(d) = server.poll_transmit() {
+        sent += d.contents.len() as u64 / 1_000_000; // keep the datagram "used"
+        str0m::net::recycle_send_buffer(d.contents);
+    }
+    *now += Duration::from_millis(5);
+    server.handle_timeout(*now);
+    while let Some(d) = server.poll_transmit() {
+        str0m::net::recycle_send_buffer(d.contents);
+    }
+    sent
+}
+
+/// A measured round's server side: `callgrind --toggle-collect='*measured_server_round*'`
+/// counts only this.
+#[inline(never)]
+fn measured_server_round(server: &mut Router, datagrams: &mut Vec<Datagram>, now: &mut Instant) -> u64 {
+    server_forwards(server, datagrams, now)
+}
+
+/// (forwarded packets, time spent in the server router). Counting this function with
+/// callgrind includes the publisher's side too (how the figures before 2026-12-03 were
+/// taken); `measured_server_round` alone is the server.
+#[inline(never)]
+fn measured_forwarding(
+    client: &mut Router,
+    server: &mut Router,
+    now: &mut Instant,
+    first: u64,
+    packets: u64,
+) -> (u64, Duration) {
     let forwarded_before = server.stats().packets_forwarded;
     let mut spent = Duration::ZERO;
     let mut sent = 0u64;
-    for seq in 1..=packets {
-        // 110 packets/s in: a video packet every round, an audio packet every other.
-        client.inject(1, &packet(MediaKind::Video, 10_000 + seq, *now), *now);
-        if seq % 2 == 0 {
-            client.inject(1, &packet(MediaKind::Audio, 10_000 + seq, *now), *now);
-        }
+    let mut datagrams = Vec::new();
+    for seq in first..first + packets {
+        client_sends(client, seq, *now, &mut datagrams);
         let t = Instant::now();
-        while let Some(d) = client.poll_transmit() {
-            server.handle_datagram(*now, d.source, d.destination, &d.contents);
-        }
-        // Sent, as the media thread does: the buffers go back to str0m.
-        while let Some(d) = server.poll_transmit() {
-            sent += d.contents.len() as u64 / 1_000_000; // keep the datagram "used"
-            str0m::net::recycle_send_buffer(d.contents);
-        }
-        *now += Duration::from_millis(5);
-        server.handle_timeout(*now);
-        while let Some(d) = server.poll_transmit() {
-            str0m::net::recycle_send_buffer(d.contents);
-        }
+        sent += measured_server_round(server, &mut datagrams, now);
         spent += t.elapsed();
         client.handle_timeout(*now);
     }
@@ -62,7 +103,19 @@ fn measured_forwarding(client: &mut Router, server: &mut Router, now: &mut Insta
     (server.stats().packets_forwarded - forwarded_before, spent)
 }
 
-pub fn run(players: usize, packets: u64) {
+/// Forwarding before the measured window, so it sees a steady state: the RTX caches
+/// (3 s of packets) full and evicting, instead of growing.
+#[inline(never)]
+fn warm_up(client: &mut Router, server: &mut Router, now: &mut Instant, packets: u64) {
+    let mut datagrams = Vec::new();
+    for seq in 1..=packets {
+        client_sends(client, seq, *now, &mut datagrams);
+        server_forwards(server, &mut datagrams, now);
+        client.handle_timeout(*now);
+    }
+}
+
+pub fn run(players: usize, packets: u64, warmup: u64) {
     let mut now = Instant::now();
     let mut client = Router::new(vec!["127.0.0.1:50000".parse().unwrap()], Duration::from_secs(30));
     let mut server = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(30));
@@ -81,8 +134,11 @@ pub fn run(players: usize, packets: u64) {
         }
     }
     pump(&mut client, &mut server, &mut now);
-    let (forwarded, spent) = measured_forwarding(&mut client, &mut server, &mut now, packets);
-    println!("\nrouter alone (1 publisher, {players} players, in memory, no kernel)");
+    warm_up(&mut client, &mut server, &mut now, warmup);
+    let (forwarded, spent) = measured_forwarding(&mut client, &mut server, &mut now, warmup + 1, packets);
+    println!(
+        "\nrouter alone (1 publisher, {players} players, in memory, no kernel, {warmup} video packets of warm-up)"
+    );
     println!(
         "forwarded {forwarded} packets; server router time {:.1} ms: {:.2} µs per forwarded packet",
         spent.as_secs_f64() * 1e3,

@@ -742,21 +742,24 @@ impl Extension {
                 Some(13)
             }
             RtpStreamId => {
-                // One deref: it trims the id's padding, and this runs per packet.
-                let v: &str = &ev.rid?;
-                buf[..v.len()].copy_from_slice(v.as_bytes());
+                // Bytes as they are: this runs per packet until the receiver reports.
+                let id = ev.rid?;
+                let v = id.wire_bytes();
+                buf[..v.len()].copy_from_slice(v);
                 Some(v.len())
             }
             RepairedRtpStreamId => {
-                // One deref: it trims the id's padding, and this runs per packet.
-                let v: &str = &ev.rid_repair?;
-                buf[..v.len()].copy_from_slice(v.as_bytes());
+                // Bytes as they are: this runs per packet until the receiver reports.
+                let id = ev.rid_repair?;
+                let v = id.wire_bytes();
+                buf[..v.len()].copy_from_slice(v);
                 Some(v.len())
             }
             RtpMid => {
-                // One deref: it trims the id's padding, and this runs per packet.
-                let v: &str = &ev.mid?;
-                buf[..v.len()].copy_from_slice(v.as_bytes());
+                // Bytes as they are: this runs per packet until the receiver reports.
+                let mid = ev.mid?;
+                let v = mid.wire_bytes();
+                buf[..v.len()].copy_from_slice(v);
                 Some(v.len())
             }
             FrameMarking => {

@@ -23,6 +23,12 @@ macro_rules! str_id {
             pub const fn from_array(a: [u8; $num]) -> $id {
                 $id(a)
             }
+
+            /// The id as written on the wire: its bytes without the padding, and without
+            /// the UTF-8 check and Unicode trim of `deref` (hopcast patch 18).
+            pub(crate) fn wire_bytes(&self) -> &[u8] {
+                self.0.trim_ascii()
+            }
         }
 
         impl fmt::Display for $id {
@@ -373,5 +379,25 @@ impl MidRid {
 
     pub fn special_equals(&self, other: &MidRid) -> bool {
         self.0 == other.0 && (self.1.is_none() || self.1 == other.1)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn wire_bytes_are_the_trimmed_id() {
+        for s in ["0", "video", "a_b", "0123456789abcdef", ""] {
+            let mid = Mid::from(s);
+            let deref: &str = &mid;
+            assert_eq!(mid.wire_bytes(), deref.as_bytes());
+            let rid = Rid::from(s);
+            let deref: &str = &rid;
+            assert_eq!(rid.wire_bytes(), deref.as_bytes());
+        }
+        let random = Mid::new();
+        let deref: &str = &random;
+        assert_eq!(random.wire_bytes(), deref.as_bytes());
     }
 }

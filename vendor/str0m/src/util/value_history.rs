@@ -43,11 +43,15 @@ where
 
     /// Recalculates sum purging values older than `now - max_time`.
     pub fn purge_old(&mut self, now: Instant) {
+        // Older than max_time means before this instant: one subtraction, not one per value.
+        let Some(purge_before) = now.checked_sub(self.max_time) else {
+            return;
+        };
         while {
             let Some(front_t) = self.history.front().map(|v| v.0) else {
                 return;
             };
-            now.duration_since(front_t) > self.max_time
+            front_t < purge_before
         } {
             if let Some((_, v)) = self.history.pop_front() {
                 self.value -= v;
