@@ -43,7 +43,7 @@ type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
 fn client_sends(client: &mut Router, seq: u64, now: Instant, out: &mut Vec<Datagram>) {
     // 110 packets/s in: a video packet every round, an audio packet every other.
     client.inject(1, &packet(MediaKind::Video, 10_000 + seq, now), now);
-    if seq % 2 == 0 {
+    if seq.is_multiple_of(2) {
         client.inject(1, &packet(MediaKind::Audio, 10_000 + seq, now), now);
     }
     while let Some(d) = client.poll_transmit() {
