@@ -236,6 +236,10 @@ impl Peer {
     /// Run str0m until it waits for time: datagrams go to `transmits`, what happened to
     /// `events`. A failure ends the polling with [`PeerEvent::Failed`].
     pub fn poll(&mut self, transmits: &mut VecDeque<Datagram>, events: &mut Vec<PeerEvent>) {
+        // Forwarded packets first, without the large `Output` per packet.
+        while let Some(t) = self.rtc.poll_written() {
+            transmits.push_back(Datagram { source: t.source, destination: t.destination, contents: t.contents.into() });
+        }
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {

@@ -445,6 +445,47 @@ mod tests {
     }
 
     #[test]
+    fn poll_written_gives_written_packets_and_leaves_the_rest_to_poll_output() {
+        let now = Instant::now();
+        let (mut rtc, pt) = idle_sender(now);
+        rtc.send_addr = Some(crate::SendAddr {
+            proto: crate::net::Protocol::Udp,
+            source: "127.0.0.1:1000".parse().unwrap(),
+            destination: "127.0.0.1:2000".parse().unwrap(),
+        });
+        let sentinel = now + std::time::Duration::from_secs(3600);
+        rtc.cached_timeout = sentinel;
+
+        assert!(rtc.poll_written().is_none(), "nothing written");
+        assert!(write(&mut rtc, pt, 1, now));
+        assert!(write(&mut rtc, pt, 2, now));
+        let later = now + std::time::Duration::from_millis(5);
+        rtc.release_written(later).unwrap();
+        for _ in 0..2 {
+            let t = rtc.poll_written().expect("a written packet");
+            assert_eq!(t.destination, "127.0.0.1:2000".parse().unwrap());
+        }
+        assert!(rtc.poll_written().is_none());
+        assert!(!rtc.readiness.wants_transmit());
+        assert!(matches!(rtc.poll_output().unwrap(), Output::Timeout(at) if at == sentinel));
+
+        // After any other mutation, everything goes through poll_output.
+        assert!(rtc.direct_api().stream_tx(&42.into()).is_some());
+        assert!(write(&mut rtc, pt, 3, later));
+        rtc.release_written(later).unwrap();
+        assert!(rtc.poll_written().is_none(), "other output may be pending");
+        let mut sent = 0;
+        loop {
+            match rtc.poll_output().unwrap() {
+                Output::Transmit(_) => sent += 1,
+                Output::Timeout(_) => break,
+                Output::Event(_) => {}
+            }
+        }
+        assert!(sent >= 1, "the third packet left through poll_output");
+    }
+
+    #[test]
     fn a_write_after_another_mutation_gets_the_full_pass() {
         let now = Instant::now();
         let (mut rtc, pt) = idle_sender(now);

@@ -7,6 +7,24 @@ use serde::{Deserialize, Serialize};
 use str0m_proto::Id;
 use str0m_proto::NonCryptographicRng;
 
+/// An id's bytes without its space padding, and without whatever other ASCII whitespace
+/// `deref` trims. The padding goes in one step: read big-endian and xor-ed with spaces,
+/// each trailing space is a zero byte.
+fn unpadded(a: &[u8]) -> &[u8] {
+    let tail = match a.len() {
+        16 => {
+            let word = u128::from_be_bytes(a.try_into().expect("16 bytes"));
+            (word ^ u128::from_ne_bytes([b' '; 16])).trailing_zeros() / 8
+        }
+        8 => {
+            let word = u64::from_be_bytes(a.try_into().expect("8 bytes"));
+            (word ^ u64::from_ne_bytes([b' '; 8])).trailing_zeros() / 8
+        }
+        _ => a.iter().rev().take_while(|b| **b == b' ').count() as u32,
+    };
+    a[..a.len() - tail as usize].trim_ascii()
+}
+
 macro_rules! str_id {
     ($id:ident, $name:literal, $num:tt, $new_len:tt) => {
         impl $id {
@@ -27,7 +45,7 @@ macro_rules! str_id {
             /// The id as written on the wire: its bytes without the padding, and without
             /// the UTF-8 check and Unicode trim of `deref` (hopcast patch 18).
             pub(crate) fn wire_bytes(&self) -> &[u8] {
-                self.0.trim_ascii()
+                unpadded(&self.0)
             }
         }
 
@@ -396,6 +414,9 @@ mod test {
             let deref: &str = &rid;
             assert_eq!(rid.wire_bytes(), deref.as_bytes());
         }
+        let odd = Mid::from_array(*b" a b\t           ");
+        let deref: &str = &odd;
+        assert_eq!(odd.wire_bytes(), deref.as_bytes());
         let random = Mid::new();
         let deref: &str = &random;
         assert_eq!(random.wire_bytes(), deref.as_bytes());

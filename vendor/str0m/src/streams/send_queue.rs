@@ -107,11 +107,13 @@ impl SendQueue {
             packet_count: self.total.unsent_count as u32,
             total_queue_time_origin: self.total.queue_time,
             last_emitted: self.last_emitted,
+            // Packets are stamped from the front (see `need_timeout`): the first one
+            // is stamped or none is.
             first_unsent: self
                 .queue
-                .iter()
-                .find(|p| p.timestamp != not_happening())
-                .map(|p| p.timestamp),
+                .front()
+                .map(|p| p.timestamp)
+                .filter(|t| *t != not_happening()),
             priority: if self.total.unsent_count > 0 {
                 QueuePriority::Media
             } else {
