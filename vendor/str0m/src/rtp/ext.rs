@@ -356,6 +356,11 @@ pub struct ExtensionMap(
     // asked for every packet sent, and a scan of the entries costs about 150
     // instructions (hopcast patch 13).
     [u8; KNOWN_EXTENSIONS],
+    // Which entries are mapped (bit `idx`), and whether any could need the two-byte form
+    // (an id above 14 or a user extension): a header written per packet visits only the
+    // mapped entries, and most maps never need the form question asked (hopcast patch 20).
+    u16,
+    bool,
 );
 
 /// The variants of [`Extension`] but `UnknownUri`.
@@ -370,7 +375,7 @@ struct MapEntry {
 impl ExtensionMap {
     /// Create an empty map.
     pub fn empty() -> Self {
-        ExtensionMap(std::array::from_fn(|_| None), [0; KNOWN_EXTENSIONS])
+        ExtensionMap(std::array::from_fn(|_| None), [0; KNOWN_EXTENSIONS], 0, false)
     }
 
     /// Creates a map with the "standard" mappings.
@@ -400,6 +405,15 @@ impl ExtensionMap {
 
     /// Bring the known extensions' ids up to date with the entries.
     fn reindex(&mut self) {
+        self.2 = 0;
+        self.3 = false;
+        for (idx, entry) in self.0.iter().enumerate() {
+            if let Some(m) = entry {
+                self.2 |= 1 << idx;
+                let id = idx as u8 + 1;
+                self.3 |= id > MAX_ID_ONE_BYTE_FORM || matches!(m.ext, Extension::UnknownUri(..));
+            }
+        }
         self.1 = [0; KNOWN_EXTENSIONS];
         // Backwards, so that an extension mapped twice keeps its lowest id, as a scan
         // from the front finds it.
@@ -553,6 +567,9 @@ impl ExtensionMap {
     }
 
     pub(crate) fn form(&self, ev: &ExtensionValues) -> ExtensionsForm {
+        if !self.3 {
+            return ExtensionsForm::OneByte;
+        }
         if self
             .iter()
             .any(|(id, ext)| id > MAX_ID_ONE_BYTE_FORM || ext.requires_two_byte_form(ev))
@@ -572,8 +589,11 @@ impl ExtensionMap {
         let orig_len = ext_buf.len();
         let mut b = ext_buf;
 
-        for (idx, x) in self.0.iter().enumerate() {
-            if let Some(v) = x {
+        let mut mapped = self.2;
+        while mapped != 0 {
+            let idx = mapped.trailing_zeros() as usize;
+            mapped &= mapped - 1;
+            if let Some(v) = &self.0[idx] {
                 match form {
                     ExtensionsForm::OneByte => {
                         if let Some(n) = v.ext.write_to(&mut b[1..], ev) {
@@ -1336,6 +1356,37 @@ impl Eq for Extension {}
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn the_mapped_mask_and_form_flag_follow_the_entries() {
+        let ev = ExtensionValues {
+            mid: Some("a".into()),
+            transport_cc: Some(7),
+            ..Default::default()
+        };
+        let mut exts = ExtensionMap::empty();
+        exts.set(3, Extension::TransportSequenceNumber);
+        exts.set(9, Extension::RtpMid);
+        assert_eq!(exts.2, 1 << 2 | 1 << 8);
+        assert_eq!(exts.form(&ev), ExtensionsForm::OneByte);
+        // Only mapped entries are written, in id order, as a full scan would.
+        let mut buf = [0_u8; 16];
+        let n = exts.write_to(&mut buf, &ev, ExtensionsForm::OneByte);
+        assert_eq!(&buf[..n], &[3 << 4 | 1, 0, 7, 9 << 4, b'a']);
+
+        // An id above 14 needs the two-byte form.
+        exts.set(15, Extension::AudioLevel);
+        assert!(exts.3);
+        assert_eq!(exts.form(&ev), ExtensionsForm::TwoByte);
+        exts.clear();
+        assert_eq!((exts.2, exts.3), (0, false));
+
+        // Swapping moves the bit.
+        exts.set(3, Extension::TransportSequenceNumber);
+        exts.remap(&[(5, &Extension::TransportSequenceNumber)]);
+        assert_eq!(exts.2, 1 << 4);
+        assert_eq!(exts.id_of(Extension::TransportSequenceNumber), Some(5));
+    }
 
     #[test]
     fn abs_send_time() {
