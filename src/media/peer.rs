@@ -238,7 +238,7 @@ impl Peer {
     pub fn poll(&mut self, transmits: &mut VecDeque<Datagram>, events: &mut Vec<PeerEvent>) {
         // Forwarded packets first, without the large `Output` per packet.
         while let Some(t) = self.rtc.poll_written() {
-            transmits.push_back(Datagram { source: t.source, destination: t.destination, contents: t.contents.into() });
+            transmits.push_back(t.into());
         }
         loop {
             match self.rtc.poll_output() {
@@ -246,11 +246,7 @@ impl Peer {
                     self.timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => transmits.push_back(Datagram {
-                    source: t.source,
-                    destination: t.destination,
-                    contents: t.contents.into(),
-                }),
+                Ok(Output::Transmit(t)) => transmits.push_back(t.into()),
                 Ok(Output::Event(e)) => {
                     if let Some(event) = self.translate(e) {
                         events.push(event);

@@ -82,6 +82,12 @@ pub struct Datagram {
     pub contents: Vec<u8>,
 }
 
+impl From<str0m::net::Transmit> for Datagram {
+    fn from(t: str0m::net::Transmit) -> Self {
+        Datagram { source: t.source, destination: t.destination, contents: t.contents.into() }
+    }
+}
+
 /// The router's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RouterStats {

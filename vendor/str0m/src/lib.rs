@@ -1620,9 +1620,6 @@ impl Rtc {
         drop(self.readiness.wake());
     }
 
-    // Returns the output itself, not an `Option` the caller unwraps: `Output` is about
-    // 500 bytes, and every layout change between caller and callee copies it (hopcast
-    // patch 11). Handling an SCTP packet restarts the polling from the top.
     /// The next datagram of packets written through [`DirectApi::write_rtp_by_mid`]
     /// (hopcast patch 19), when they are all there is to send; `None` when there is
     /// nothing, or when other output may be pending: [`Rtc::poll_output`] gives the rest.
@@ -1644,6 +1641,9 @@ impl Rtc {
         transmit
     }
 
+    // Returns the output itself, not an `Option` the caller unwraps: `Output` is about
+    // 500 bytes, and every layout change between caller and callee copies it (hopcast
+    // patch 11). Handling an SCTP packet restarts the polling from the top.
     fn do_poll_output(&mut self) -> Result<Output, RtcError> {
         'restart: loop {
             if self.state == RtcState::Closed {
@@ -1656,11 +1656,8 @@ impl Rtc {
                 // was drained: only the session has output, so the event sources (ICE,
                 // DTLS, SCTP, channels, the streams' events, statistics) are not asked
                 // again for every packet sent (hopcast patch 15).
-                if self.readiness.wants_transmit() {
-                    if let Some(t) = self.poll_session_transmit() {
-                        return Ok(Output::Transmit(t));
-                    }
-                    self.readiness.clear_transmit();
+                if let Some(t) = self.poll_written() {
+                    return Ok(Output::Transmit(t));
                 }
                 return Ok(Output::Timeout(self.poll_timeout()));
             }

@@ -386,6 +386,15 @@ mod tests {
         (rtc, pt)
     }
 
+    /// As if ICE had nominated a pair: 127.0.0.1:1000 -> 127.0.0.1:2000.
+    fn nominate_pair(rtc: &mut Rtc) {
+        rtc.send_addr = Some(crate::SendAddr {
+            proto: crate::net::Protocol::Udp,
+            source: "127.0.0.1:1000".parse().unwrap(),
+            destination: "127.0.0.1:2000".parse().unwrap(),
+        });
+    }
+
     fn write(rtc: &mut Rtc, pt: crate::rtp_::Pt, seq: u64, now: Instant) -> bool {
         let rtp = crate::streams::RtpWrite::new(pt, seq.into(), 90 * seq as u32, now, vec![1u8; 100]);
         rtc.direct_api().write_rtp_by_mid("vid".into(), None, rtp)
@@ -422,12 +431,7 @@ mod tests {
     fn written_packets_leave_without_walking_the_event_sources() {
         let now = Instant::now();
         let (mut rtc, pt) = idle_sender(now);
-        // As if ICE had nominated a pair.
-        rtc.send_addr = Some(crate::SendAddr {
-            proto: crate::net::Protocol::Udp,
-            source: "127.0.0.1:1000".parse().unwrap(),
-            destination: "127.0.0.1:2000".parse().unwrap(),
-        });
+        nominate_pair(&mut rtc);
         let sentinel = now + std::time::Duration::from_secs(3600);
         rtc.cached_timeout = sentinel;
         assert!(!rtc.readiness.wants_events());
@@ -448,11 +452,7 @@ mod tests {
     fn poll_written_gives_written_packets_and_leaves_the_rest_to_poll_output() {
         let now = Instant::now();
         let (mut rtc, pt) = idle_sender(now);
-        rtc.send_addr = Some(crate::SendAddr {
-            proto: crate::net::Protocol::Udp,
-            source: "127.0.0.1:1000".parse().unwrap(),
-            destination: "127.0.0.1:2000".parse().unwrap(),
-        });
+        nominate_pair(&mut rtc);
         let sentinel = now + std::time::Duration::from_secs(3600);
         rtc.cached_timeout = sentinel;
 

@@ -405,21 +405,18 @@ impl ExtensionMap {
 
     /// Bring the known extensions' ids up to date with the entries.
     fn reindex(&mut self) {
+        self.1 = [0; KNOWN_EXTENSIONS];
         self.2 = 0;
         self.3 = false;
-        for (idx, entry) in self.0.iter().enumerate() {
-            if let Some(m) = entry {
-                self.2 |= 1 << idx;
-                let id = idx as u8 + 1;
-                self.3 |= id > MAX_ID_ONE_BYTE_FORM || matches!(m.ext, Extension::UnknownUri(..));
-            }
-        }
-        self.1 = [0; KNOWN_EXTENSIONS];
         // Backwards, so that an extension mapped twice keeps its lowest id, as a scan
         // from the front finds it.
         for (idx, entry) in self.0.iter().enumerate().rev() {
-            if let Some(k) = entry.as_ref().and_then(|m| m.ext.known_index()) {
-                self.1[k] = idx as u8 + 1;
+            let Some(m) = entry else { continue };
+            let id = idx as u8 + 1;
+            self.2 |= 1 << idx;
+            self.3 |= id > MAX_ID_ONE_BYTE_FORM || matches!(m.ext, Extension::UnknownUri(..));
+            if let Some(k) = m.ext.known_index() {
+                self.1[k] = id;
             }
         }
     }

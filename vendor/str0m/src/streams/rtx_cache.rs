@@ -64,9 +64,7 @@ impl RtxCache {
 
     /// Keep a packet's box for [`RtxCache::boxed`] (a packet evicted, or one not cached).
     pub fn recycle(&mut self, packet: Box<RtpPacket>) {
-        if self.spare.len() < MAX_SPARE_PACKETS {
-            self.spare.push(packet);
-        }
+        keep_spare(&mut self.spare, packet);
     }
 
     pub fn last_cached_seq_no(&self) -> Option<SeqNo> {
@@ -91,11 +89,8 @@ impl RtxCache {
 
     fn remove_old_packets(&mut self, now: Instant) {
         let spare = &mut self.spare;
-        self.packet_by_seq_no.maybe_evict(now, |evicted| {
-            if spare.len() < MAX_SPARE_PACKETS {
-                spare.push(evicted);
-            }
-        });
+        self.packet_by_seq_no
+            .maybe_evict(now, |evicted| keep_spare(spare, evicted));
     }
 
     pub(crate) fn last_packet(&self) -> Option<&[u8]> {
@@ -107,6 +102,14 @@ impl RtxCache {
         self.packet_by_seq_no.clear();
         self.seq_no_by_quantized_size = [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS];
         self.spare.clear();
+    }
+}
+
+/// Keep `packet`'s box for reuse, up to [`MAX_SPARE_PACKETS`] (a free function: eviction
+/// calls it while the cache's buffer is borrowed).
+fn keep_spare(spare: &mut Vec<Box<RtpPacket>>, packet: Box<RtpPacket>) {
+    if spare.len() < MAX_SPARE_PACKETS {
+        spare.push(packet);
     }
 }
 
