@@ -2,7 +2,7 @@
 //! injects itself (the load generator's synthetic publishers, tests), and taps that
 //! receive a copy of every packet of a stream (players in the load generator and tests).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use str0m::format::{Codec, CodecConfig, PayloadParams};
@@ -17,9 +17,12 @@ pub fn source_codecs() -> Vec<PayloadParams> {
     [Codec::Opus, Codec::Vp8].iter().filter_map(|c| all.find(|p| p.spec().codec == *c).copied()).collect()
 }
 
-/// Payload type a direct source uses for `kind`.
+/// Payload type a direct source uses for `kind`. Looked up once: synthetic publishers
+/// ask per packet, and str0m builds its whole default codec table per call.
 pub fn source_pt(kind: MediaKind) -> Pt {
-    source_codecs().iter().find(|p| p.spec().codec.kind() == kind).map(|p| p.pt()).expect("default codecs")
+    static PTS: LazyLock<Vec<(MediaKind, Pt)>> =
+        LazyLock::new(|| source_codecs().iter().map(|p| (p.spec().codec.kind(), p.pt())).collect());
+    PTS.iter().find(|(k, _)| *k == kind).map(|(_, pt)| *pt).expect("default codecs")
 }
 
 impl SourcePacket {

@@ -167,6 +167,8 @@ pub struct Router {
     released: Vec<SocketAddr>,
     /// Peers with written packets waiting for release (see `Router::poll_transmit`).
     unreleased: Vec<PeerId>,
+    /// `unreleased` while it is being released; kept so neither list reallocates per batch.
+    releasing: Vec<PeerId>,
     /// Every peer's next deadline, earliest first: no scan over all peers per wakeup.
     timers: BTreeSet<(Instant, PeerId)>,
     /// Streams with a deferred keyframe request, and when to send it.
@@ -193,6 +195,7 @@ impl Router {
             events: VecDeque::new(),
             released: Vec::new(),
             unreleased: Vec::new(),
+            releasing: Vec::new(),
             timers: BTreeSet::new(),
             deferred_keyframes: Vec::new(),
             last_now: Instant::now(),
@@ -583,12 +586,15 @@ impl Router {
 
     /// Let written packets go: str0m emits them on a peer's next input.
     pub(super) fn release_writes(&mut self, now: Instant) {
+        let mut releasing = std::mem::take(&mut self.releasing);
         while !self.unreleased.is_empty() {
-            for id in std::mem::take(&mut self.unreleased) {
+            std::mem::swap(&mut self.unreleased, &mut releasing);
+            for id in releasing.drain(..) {
                 if self.peers.get_mut(&id).is_some_and(|p| p.release(now)) {
                     self.drain(id, now);
                 }
             }
         }
+        self.releasing = releasing;
     }
 }

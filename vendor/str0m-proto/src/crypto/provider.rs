@@ -434,6 +434,21 @@ impl Aes128CmSha1_80 {
     }
 }
 
+/// An AEAD-AES-GCM IV (RFC 7714, sections 8.1 and 9.1): the 12-byte salt XOR
+/// `00 00 || SSRC || index`, `index` the 48-bit packet index (ROC and sequence number for
+/// RTP, the SRTCP index for RTCP), all big-endian. Two integer XORs instead of twelve byte
+/// XORs: this runs once per packet sealed or opened.
+fn gcm_iv(salt: [u8; 12], ssrc: u32, index: u64) -> [u8; 12] {
+    let [s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11] = salt;
+    let high = u32::from_be_bytes([s0, s1, s2, s3]) ^ (ssrc >> 16);
+    let low = u64::from_be_bytes([s4, s5, s6, s7, s8, s9, s10, s11])
+        ^ ((ssrc as u64 & 0xffff) << 48 | index & 0xffff_ffff_ffff);
+    let mut iv = [0; 12];
+    iv[..4].copy_from_slice(&high.to_be_bytes());
+    iv[4..].copy_from_slice(&low.to_be_bytes());
+    iv
+}
+
 /// AEAD-AES-128-GCM SRTP profile.
 ///
 /// This struct provides constants, types, and protocol functions for the
@@ -456,39 +471,13 @@ impl AeadAes128Gcm {
     /// Compute RTP IV.
     pub fn rtp_iv(salt: [u8; 12], ssrc: u32, roc: u32, seq: u16) -> [u8; 12] {
         // See: https://www.rfc-editor.org/rfc/rfc7714#section-8.1
-        let mut iv = [0; 12];
-
-        let ssrc_be = ssrc.to_be_bytes();
-        let roc_be = roc.to_be_bytes();
-        let seq_be = seq.to_be_bytes();
-
-        iv[2..6].copy_from_slice(&ssrc_be);
-        iv[6..10].copy_from_slice(&roc_be);
-        iv[10..12].copy_from_slice(&seq_be);
-
-        for i in 0..12 {
-            iv[i] ^= salt[i];
-        }
-
-        iv
+        gcm_iv(salt, ssrc, (roc as u64) << 16 | seq as u64)
     }
 
     /// Compute RTCP IV.
     pub fn rtcp_iv(salt: [u8; 12], ssrc: u32, srtp_index: u32) -> [u8; 12] {
         // See: https://www.rfc-editor.org/rfc/rfc7714#section-9.1
-        let mut iv = [0; 12];
-
-        let ssrc_be = ssrc.to_be_bytes();
-        let srtp_be = srtp_index.to_be_bytes();
-
-        iv[2..6].copy_from_slice(&ssrc_be);
-        iv[8..12].copy_from_slice(&srtp_be);
-
-        for i in 0..12 {
-            iv[i] ^= salt[i];
-        }
-
-        iv
+        gcm_iv(salt, ssrc, srtp_index as u64)
     }
 }
 
@@ -514,38 +503,42 @@ impl AeadAes256Gcm {
     /// Compute RTP IV.
     pub fn rtp_iv(salt: [u8; 12], ssrc: u32, roc: u32, seq: u16) -> [u8; 12] {
         // See: https://www.rfc-editor.org/rfc/rfc7714#section-8.1
-        let mut iv = [0; 12];
-
-        let ssrc_be = ssrc.to_be_bytes();
-        let roc_be = roc.to_be_bytes();
-        let seq_be = seq.to_be_bytes();
-
-        iv[2..6].copy_from_slice(&ssrc_be);
-        iv[6..10].copy_from_slice(&roc_be);
-        iv[10..12].copy_from_slice(&seq_be);
-
-        for i in 0..12 {
-            iv[i] ^= salt[i];
-        }
-
-        iv
+        gcm_iv(salt, ssrc, (roc as u64) << 16 | seq as u64)
     }
 
     /// Compute RTCP IV.
     pub fn rtcp_iv(salt: [u8; 12], ssrc: u32, srtp_index: u32) -> [u8; 12] {
         // See: https://www.rfc-editor.org/rfc/rfc7714#section-9.1
+        gcm_iv(salt, ssrc, srtp_index as u64)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// The IV byte by byte, as RFC 7714 lays it out.
+    fn iv_by_bytes(salt: [u8; 12], ssrc: u32, middle: &[u8], tail: &[u8]) -> [u8; 12] {
         let mut iv = [0; 12];
-
-        let ssrc_be = ssrc.to_be_bytes();
-        let srtp_be = srtp_index.to_be_bytes();
-
-        iv[2..6].copy_from_slice(&ssrc_be);
-        iv[8..12].copy_from_slice(&srtp_be);
-
+        iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+        iv[6..6 + middle.len()].copy_from_slice(middle);
+        iv[12 - tail.len()..].copy_from_slice(tail);
         for i in 0..12 {
             iv[i] ^= salt[i];
         }
-
         iv
+    }
+
+    #[test]
+    fn gcm_ivs_are_the_rfc_7714_layout() {
+        let salt = [0x51, 0x7a, 0x03, 0xc4, 0x9e, 0x21, 0xf0, 0x0d, 0x66, 0xb8, 0x3c, 0xe5];
+        for (ssrc, roc, seq) in [(0, 0, 0), (0xdead_beef, 1, 0xfffe), (u32::MAX, u32::MAX, u16::MAX)] {
+            let rtp = iv_by_bytes(salt, ssrc, &roc.to_be_bytes(), &seq.to_be_bytes());
+            assert_eq!(AeadAes128Gcm::rtp_iv(salt, ssrc, roc, seq), rtp);
+            assert_eq!(AeadAes256Gcm::rtp_iv(salt, ssrc, roc, seq), rtp);
+            let rtcp = iv_by_bytes(salt, ssrc, &[], &roc.to_be_bytes());
+            assert_eq!(AeadAes128Gcm::rtcp_iv(salt, ssrc, roc), rtcp);
+            assert_eq!(AeadAes256Gcm::rtcp_iv(salt, ssrc, roc), rtcp);
+        }
     }
 }

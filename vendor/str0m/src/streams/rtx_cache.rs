@@ -51,18 +51,13 @@ impl RtxCache {
         self.remove_old_packets(now);
     }
 
-    /// A packet written: in a recycled box when there is one.
-    pub fn boxed(&mut self, packet: RtpPacket) -> Box<RtpPacket> {
-        match self.spare.pop() {
-            Some(mut spare) => {
-                *spare = packet;
-                spare
-            }
-            None => Box::new(packet),
-        }
+    /// A box for the next packet written: a recycled one when there is one. Its contents
+    /// are stale: the writer overwrites every field (see `StreamTx::write_rtp`).
+    pub fn spare_box(&mut self) -> Box<RtpPacket> {
+        self.spare.pop().unwrap_or_else(|| Box::new(RtpPacket::blank()))
     }
 
-    /// Keep a packet's box for [`RtxCache::boxed`] (a packet evicted, or one not cached).
+    /// Keep a packet's box for [`RtxCache::spare_box`] (a packet evicted, or one not cached).
     pub fn recycle(&mut self, packet: Box<RtpPacket>) {
         keep_spare(&mut self.spare, packet);
     }
@@ -216,11 +211,11 @@ mod test {
         // Two seconds on, caching another evicts the first: its box is kept.
         rtx_cache.cache_sent_packet(Box::new(packet(now, 2, 2000)), after(now, 2000));
         assert_eq!(None, rtx_cache.get_cached_packet_by_seq_no(1.into()));
-        let reused = rtx_cache.boxed(packet(now, 3, 2010));
+        let reused = rtx_cache.spare_box();
         assert_eq!(first_at, &*reused as *const RtpPacket, "the evicted box");
-        assert_eq!(*reused, packet(now, 3, 2010));
+        assert_eq!(*reused, packet(now, 1, 0), "stale until the writer fills it");
         // With no spare left, a new box.
-        let fresh = rtx_cache.boxed(packet(now, 4, 2020));
+        let fresh = rtx_cache.spare_box();
         assert_ne!(first_at, &*fresh as *const RtpPacket);
     }
 

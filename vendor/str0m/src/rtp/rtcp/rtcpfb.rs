@@ -9,7 +9,9 @@ pub enum RtcpFb {
     ReceptionReport(ReceptionReport),         // rx -> tx
     DlrrItem(DlrrItem),                       // rx <- tx
     Rrtr((Rrtr, Ssrc)),                       // rx -> tx
-    SourceDescription(Sdes),                  // tx -> rx
+    // Boxed: an `Sdes` is 1,000 bytes (31 inline values), the next largest variant under
+    // 200, and a report moves several times on its way to its stream.
+    SourceDescription(Box<Sdes>),             // tx -> rx
     Goodbye(Ssrc),                            // tx -> rx
     Nack(Ssrc, ReportList<NackEntry>),        // rx -> tx
     Pli(Ssrc),                                // rx -> tx
@@ -35,12 +37,12 @@ impl RtcpFb {
         let iter = t.into_iter();
         for pkt in iter {
             match pkt {
-                Rtcp::SenderReport(v) => {
+                Rtcp::SenderReport(mut v) => {
                     q.push(RtcpFb::SenderInfo(v.sender_info));
-                    q.extend(v.reports.into_iter().map(RtcpFb::ReceptionReport));
+                    q.extend(v.reports.drain().map(RtcpFb::ReceptionReport));
                 }
-                Rtcp::ReceiverReport(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::ReceptionReport));
+                Rtcp::ReceiverReport(mut v) => {
+                    q.extend(v.reports.drain().map(RtcpFb::ReceptionReport));
                 }
                 Rtcp::ExtendedReport(v) => {
                     for block in v.blocks {
@@ -52,11 +54,16 @@ impl RtcpFb {
                         }
                     }
                 }
-                Rtcp::SourceDescription(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::SourceDescription));
+                Rtcp::SourceDescription(mut v) => {
+                    // Drained in its box: moving the boxed list out copied all 31 KB of it.
+                    q.extend(
+                        v.reports
+                            .drain()
+                            .map(|s| RtcpFb::SourceDescription(Box::new(s))),
+                    );
                 }
-                Rtcp::Goodbye(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::Goodbye));
+                Rtcp::Goodbye(mut v) => {
+                    q.extend(v.reports.drain().map(RtcpFb::Goodbye));
                 }
                 Rtcp::Nack(v) => {
                     q.push(RtcpFb::Nack(v.ssrc, v.reports));
@@ -64,8 +71,8 @@ impl RtcpFb {
                 Rtcp::Pli(v) => {
                     q.push(RtcpFb::Pli(v.ssrc));
                 }
-                Rtcp::Fir(v) => {
-                    q.extend(v.reports.into_iter().map(RtcpFb::Fir));
+                Rtcp::Fir(mut v) => {
+                    q.extend(v.reports.drain().map(RtcpFb::Fir));
                 }
                 Rtcp::Twcc(v) => {
                     q.push(RtcpFb::Twcc(v));
