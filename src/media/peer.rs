@@ -240,6 +240,11 @@ impl Peer {
         while let Some(t) = self.rtc.poll_written() {
             transmits.push_back(t.into());
         }
+        // Nothing else happened: the timer, without a whole `Output`.
+        if let Some(t) = self.rtc.poll_written_timeout() {
+            self.timeout = t;
+            return;
+        }
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {

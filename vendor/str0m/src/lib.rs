@@ -1628,6 +1628,28 @@ impl Rtc {
     ///
     /// [`DirectApi::write_rtp_by_mid`]: crate::change::DirectApi::write_rtp_by_mid
     pub fn poll_written(&mut self) -> Option<net::Transmit> {
+        let transmit = self.next_written()?;
+        // Counted here: `poll_output` counts what it returns, and this bypasses it.
+        self.peer_bytes_tx += transmit.contents.len() as u64;
+        Some(transmit)
+    }
+
+    /// After [`Rtc::poll_written`] has returned `None`: the next timeout, as
+    /// [`Rtc::poll_output`] would give it, when nothing but written packets happened since
+    /// the output was last drained; `None` when `poll_output` may have more. Saves the
+    /// SFU's last call per peer from moving a whole [`Output`] for an [`Instant`].
+    pub fn poll_written_timeout(&mut self) -> Option<Instant> {
+        if self.state == RtcState::Closed
+            || self.readiness.wants_events()
+            || self.readiness.wants_transmit()
+        {
+            return None;
+        }
+        Some(self.poll_timeout())
+    }
+
+    /// [`Rtc::poll_written`] uncounted, for `poll_output`'s fast path.
+    fn next_written(&mut self) -> Option<net::Transmit> {
         if self.state == RtcState::Closed
             || self.readiness.wants_events()
             || !self.readiness.wants_transmit()
@@ -1656,7 +1678,7 @@ impl Rtc {
                 // was drained: only the session has output, so the event sources (ICE,
                 // DTLS, SCTP, channels, the streams' events, statistics) are not asked
                 // again for every packet sent (hopcast patch 15).
-                if let Some(t) = self.poll_written() {
+                if let Some(t) = self.next_written() {
                     return Ok(Output::Transmit(t));
                 }
                 return Ok(Output::Timeout(self.poll_timeout()));

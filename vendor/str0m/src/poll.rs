@@ -461,12 +461,18 @@ mod tests {
         assert!(write(&mut rtc, pt, 2, now));
         let later = now + std::time::Duration::from_millis(5);
         rtc.release_written(later).unwrap();
+        assert_eq!(rtc.poll_written_timeout(), None, "packets to send first");
+        let bytes_before = rtc.peer_bytes_tx;
+        let mut bytes = 0;
         for _ in 0..2 {
             let t = rtc.poll_written().expect("a written packet");
             assert_eq!(t.destination, "127.0.0.1:2000".parse().unwrap());
+            bytes += t.contents.len() as u64;
         }
+        assert_eq!(rtc.peer_bytes_tx - bytes_before, bytes, "counted as poll_output counts");
         assert!(rtc.poll_written().is_none());
         assert!(!rtc.readiness.wants_transmit());
+        assert_eq!(rtc.poll_written_timeout(), Some(sentinel));
         assert!(matches!(rtc.poll_output().unwrap(), Output::Timeout(at) if at == sentinel));
 
         // After any other mutation, everything goes through poll_output.
@@ -474,6 +480,7 @@ mod tests {
         assert!(write(&mut rtc, pt, 3, later));
         rtc.release_written(later).unwrap();
         assert!(rtc.poll_written().is_none(), "other output may be pending");
+        assert_eq!(rtc.poll_written_timeout(), None);
         let mut sent = 0;
         loop {
             match rtc.poll_output().unwrap() {
