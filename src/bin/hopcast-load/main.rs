@@ -70,6 +70,11 @@ enum Command {
         /// Video packets forwarded before measuring (800 = 4 s: the RTX caches are full).
         #[arg(long, default_value_t = 0)]
         warmup: u64,
+        /// Evict the CPU caches before each measured round (untimed), as the time between
+        /// a real server's wakeups does: the figure then includes fetching each consumer's
+        /// state from memory.
+        #[arg(long)]
+        cold: bool,
     },
     /// The cluster: play on an edge that lacks the stream -> first keyframe (needs nats-server).
     Cluster {
@@ -176,7 +181,7 @@ fn main() {
             Command::Fanout(b) => run_fanout(&b).await,
             Command::Relay(b) => relay::run(b.seconds, b.bitrate, 5, &b.csv).await,
             Command::Setup(b) => setup::run(20, 200, &b.csv).await,
-            Command::Router { players, packets, warmup } => router_bench::run(players, packets, warmup),
+            Command::Router { players, packets, warmup, cold } => router_bench::run(players, packets, warmup, cold),
             Command::Cluster { trials, players, seconds } => cluster::run(trials, players, seconds).await,
             Command::Flood { players, sessions, set } => {
                 let _ = common::SERVER_SETTINGS.set(set);
@@ -204,7 +209,7 @@ fn main() {
                 b.whip_whep = false;
                 relay::run(1, b.bitrate, 1, &b.csv).await;
                 setup::run(2, 4, &b.csv).await;
-                router_bench::run(2, 50, 10);
+                router_bench::run(2, 50, 10, true);
                 cluster::run(2, 2, 1).await;
                 soak::run(
                     0.2,

@@ -77,6 +77,18 @@ fn measured_server_round(server: &mut Router, datagrams: &mut Vec<Datagram>, now
     server_forwards(server, datagrams, now)
 }
 
+/// Bytes written between rounds with `--cold`: well over this machine's last-level cache.
+const EVICT_BYTES: usize = 64 << 20;
+
+/// Write over `evict` so the caches hold none of the server's state (untimed).
+#[inline(never)]
+fn evict_caches(evict: &mut [u8], round: u64) {
+    for line in evict.chunks_mut(64) {
+        line[0] = round as u8;
+    }
+    std::hint::black_box(evict);
+}
+
 /// (forwarded packets, time spent in the server router). Counting this function with
 /// callgrind includes the publisher's side too (how the figures before 2026-12-03 were
 /// taken); `measured_server_round` alone is the server.
@@ -87,6 +99,7 @@ fn measured_forwarding(
     now: &mut Instant,
     first: u64,
     packets: u64,
+    mut evict: Option<&mut [u8]>,
 ) -> (u64, Duration) {
     let forwarded_before = server.stats().packets_forwarded;
     let mut spent = Duration::ZERO;
@@ -94,6 +107,9 @@ fn measured_forwarding(
     let mut datagrams = Vec::new();
     for seq in first..first + packets {
         client_sends(client, seq, *now, &mut datagrams);
+        if let Some(evict) = evict.as_deref_mut() {
+            evict_caches(evict, seq);
+        }
         let t = Instant::now();
         sent += measured_server_round(server, &mut datagrams, now);
         spent += t.elapsed();
@@ -115,7 +131,7 @@ fn warm_up(client: &mut Router, server: &mut Router, now: &mut Instant, packets:
     }
 }
 
-pub fn run(players: usize, packets: u64, warmup: u64) {
+pub fn run(players: usize, packets: u64, warmup: u64, cold: bool) {
     let mut now = Instant::now();
     let mut client = Router::new(vec!["127.0.0.1:50000".parse().unwrap()], Duration::from_secs(30));
     let mut server = Router::new(vec![SERVER.parse().unwrap()], Duration::from_secs(30));
@@ -135,9 +151,12 @@ pub fn run(players: usize, packets: u64, warmup: u64) {
     }
     pump(&mut client, &mut server, &mut now);
     warm_up(&mut client, &mut server, &mut now, warmup);
-    let (forwarded, spent) = measured_forwarding(&mut client, &mut server, &mut now, warmup + 1, packets);
+    let mut evict = if cold { vec![0u8; EVICT_BYTES] } else { Vec::new() };
+    let evict = cold.then_some(evict.as_mut_slice());
+    let (forwarded, spent) = measured_forwarding(&mut client, &mut server, &mut now, warmup + 1, packets, evict);
+    let caches = if cold { ", caches evicted before each round" } else { "" };
     println!(
-        "\nrouter alone (1 publisher, {players} players, in memory, no kernel, {warmup} video packets of warm-up)"
+        "\nrouter alone (1 publisher, {players} players, in memory, no kernel, {warmup} video packets of warm-up{caches})"
     );
     println!(
         "forwarded {forwarded} packets; server router time {:.1} ms: {:.2} µs per forwarded packet",
