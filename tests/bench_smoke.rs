@@ -19,6 +19,7 @@ fn load_generator_smoke_run_completes_every_scenario() {
         "relay hops",
         "first keyframe two hops away",
         "setup (one server)",
+        "caches evicted before each round",
     ] {
         assert!(stdout.contains(section), "no '{section}' in:\n{stdout}");
     }
@@ -28,4 +29,5 @@ fn load_generator_smoke_run_completes_every_scenario() {
     let packets: u64 = row[4].parse().unwrap();
     assert!(packets > 0, "nothing forwarded: {rows}");
     assert!(!stdout.contains("(0 of 1 trials)"), "no keyframe reached the far player:\n{stdout}");
+    assert!(!stdout.contains("forwarded 0 packets"), "the router benchmark forwarded nothing:\n{stdout}");
 }

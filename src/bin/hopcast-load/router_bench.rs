@@ -151,8 +151,8 @@ pub fn run(players: usize, packets: u64, warmup: u64, cold: bool) {
     }
     pump(&mut client, &mut server, &mut now);
     warm_up(&mut client, &mut server, &mut now, warmup);
-    let mut evict = if cold { vec![0u8; EVICT_BYTES] } else { Vec::new() };
-    let evict = cold.then_some(evict.as_mut_slice());
+    let mut evict = vec![0u8; if cold { EVICT_BYTES } else { 0 }];
+    let evict = cold.then_some(&mut evict[..]);
     let (forwarded, spent) = measured_forwarding(&mut client, &mut server, &mut now, warmup + 1, packets, evict);
     let caches = if cold { ", caches evicted before each round" } else { "" };
     println!(
