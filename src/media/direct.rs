@@ -11,18 +11,21 @@ use tokio::sync::mpsc;
 
 use super::router::{Router, SourcePacket, StreamKey};
 
-/// Codecs of direct sources: Opus and VP8 with str0m's default payload types.
+/// Codecs of direct sources: Opus and VP8 with str0m's default payload types. Built
+/// once: synthetic publishers look up their payload type per packet, and str0m builds its
+/// whole default codec table per call.
 pub fn source_codecs() -> Vec<PayloadParams> {
-    let all = CodecConfig::new_with_defaults();
-    [Codec::Opus, Codec::Vp8].iter().filter_map(|c| all.find(|p| p.spec().codec == *c).copied()).collect()
+    SOURCE_CODECS.clone()
 }
 
-/// Payload type a direct source uses for `kind`. Looked up once: synthetic publishers
-/// ask per packet, and str0m builds its whole default codec table per call.
+static SOURCE_CODECS: LazyLock<Vec<PayloadParams>> = LazyLock::new(|| {
+    let all = CodecConfig::new_with_defaults();
+    [Codec::Opus, Codec::Vp8].iter().filter_map(|c| all.find(|p| p.spec().codec == *c).copied()).collect()
+});
+
+/// Payload type a direct source uses for `kind`.
 pub fn source_pt(kind: MediaKind) -> Pt {
-    static PTS: LazyLock<Vec<(MediaKind, Pt)>> =
-        LazyLock::new(|| source_codecs().iter().map(|p| (p.spec().codec.kind(), p.pt())).collect());
-    PTS.iter().find(|(k, _)| *k == kind).map(|(_, pt)| *pt).expect("default codecs")
+    SOURCE_CODECS.iter().find(|p| p.spec().codec.kind() == kind).map(|p| p.pt()).expect("default codecs")
 }
 
 impl SourcePacket {

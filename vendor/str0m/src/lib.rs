@@ -1639,21 +1639,20 @@ impl Rtc {
     /// the output was last drained; `None` when `poll_output` may have more. Saves the
     /// SFU's last call per peer from moving a whole [`Output`] for an [`Instant`].
     pub fn poll_written_timeout(&mut self) -> Option<Instant> {
-        if self.state == RtcState::Closed
-            || self.readiness.wants_events()
-            || self.readiness.wants_transmit()
-        {
+        if !self.only_written() || self.readiness.wants_transmit() {
             return None;
         }
         Some(self.poll_timeout())
     }
 
+    /// Nothing but packets written through the direct API since the output was drained.
+    fn only_written(&self) -> bool {
+        self.state != RtcState::Closed && !self.readiness.wants_events()
+    }
+
     /// [`Rtc::poll_written`] uncounted, for `poll_output`'s fast path.
     fn next_written(&mut self) -> Option<net::Transmit> {
-        if self.state == RtcState::Closed
-            || self.readiness.wants_events()
-            || !self.readiness.wants_transmit()
-        {
+        if !self.only_written() || !self.readiness.wants_transmit() {
             return None;
         }
         let transmit = self.poll_session_transmit();

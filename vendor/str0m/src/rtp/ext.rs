@@ -665,6 +665,13 @@ impl ExtensionMap {
     }
 }
 
+/// A mid or rid written as its bytes are (`Mid::wire_bytes`): no UTF-8 check and trim per
+/// packet, and this runs for every packet until the receiver reports.
+fn write_id(buf: &mut [u8], id: &[u8]) -> Option<usize> {
+    buf[..id.len()].copy_from_slice(id);
+    Some(id.len())
+}
+
 impl Extension {
     pub(crate) fn write_to(&self, buf: &mut [u8], ev: &ExtensionValues) -> Option<usize> {
         use Extension::*;
@@ -758,27 +765,9 @@ impl Extension {
                 buf[11..13].copy_from_slice(&0_u16.to_be_bytes());
                 Some(13)
             }
-            RtpStreamId => {
-                // Bytes as they are: this runs per packet until the receiver reports.
-                let id = ev.rid?;
-                let v = id.wire_bytes();
-                buf[..v.len()].copy_from_slice(v);
-                Some(v.len())
-            }
-            RepairedRtpStreamId => {
-                // Bytes as they are: this runs per packet until the receiver reports.
-                let id = ev.rid_repair?;
-                let v = id.wire_bytes();
-                buf[..v.len()].copy_from_slice(v);
-                Some(v.len())
-            }
-            RtpMid => {
-                // Bytes as they are: this runs per packet until the receiver reports.
-                let mid = ev.mid?;
-                let v = mid.wire_bytes();
-                buf[..v.len()].copy_from_slice(v);
-                Some(v.len())
-            }
+            RtpStreamId => write_id(buf, ev.rid?.wire_bytes()),
+            RepairedRtpStreamId => write_id(buf, ev.rid_repair?.wire_bytes()),
+            RtpMid => write_id(buf, ev.mid?.wire_bytes()),
             FrameMarking => {
                 let v = ev.frame_mark?;
                 buf[..4].copy_from_slice(&v.to_be_bytes());
