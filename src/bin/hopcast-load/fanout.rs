@@ -138,6 +138,11 @@ pub async fn run(target: &Target, players: usize, seconds: u64, bitrate: u64) ->
     }
     let _ = stop_tx.send(true);
     let (video_sent, audio_sent) = publisher.pump.await.unwrap_or_default();
+    // Stopped gracefully, not killed: an instrumented server (scripts/pgo) writes its
+    // profile on exit; and it is idle while the baseline is measured.
+    if let Some(mut server) = server {
+        server.terminate(Duration::from_secs(5));
+    }
     let in_pps = (video_sent + audio_sent) as f64 / (elapsed + 1.0 + players as f64 / 100.0).max(1.0);
     eprint!("\r  fan-out {players}: baseline...                    ");
     let avg = bytes as f64 / packets.max(1) as f64;
